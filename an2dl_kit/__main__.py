@@ -1,0 +1,3 @@
+from an2dl_kit.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,165 @@
+"""Command line: `an2dl <command> ...` (also `python -m an2dl_kit`).
+
+Each command's work lives in the module named in its handler; this file only declares arguments, so
+`an2dl --help` and the quick commands never import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from an2dl_kit import __version__
+from an2dl_kit.errors import KitError
+
+TASKS = ("cells", "mars")
+PROFILES = ("kaggle", "local", "smoke")
+
+DESCRIPTION = """\
+an2dl-kit: train, check and submit for the two AN2DL 2024/25 challenges.
+
+Typical session:
+  an2dl synth --out data/demo                         # synthetic competition files (or use real ones)
+  an2dl train cells --data data/demo --out build/cells --profile local
+  an2dl check build/cells/submission.csv --task cells --test data/demo/cells/test_set.npz
+  an2dl push --task mars                               # train on Kaggle's GPUs instead
+"""
+
+
+def _handler(target: str):
+    """Return a function that imports `module:function` only when the command runs."""
+
+    def run(args: argparse.Namespace) -> int | None:
+        module_name, function_name = target.split(":")
+        return getattr(importlib.import_module(module_name), function_name)(args)
+
+    return run
+
+
+def _add_data_arg(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=required,
+        help="folder searched recursively for the competition files (default: $AN2DL_INPUT or /kaggle/input)",
+    )
+
+
+def _add_synth(sub) -> None:
+    p = sub.add_parser("synth", help="write synthetic competition files for both challenges")
+    p.add_argument("--out", type=Path, required=True, help="output folder (cells/ and mars/ are made inside)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--contaminants", action="store_true", help="inject meme images and alien masks to clean")
+    p.set_defaults(func=_handler("an2dl_kit.data.synth:cli"))
+
+
+def _add_inspect(sub) -> None:
+    p = sub.add_parser("inspect", help="load, clean and split the competition files; print a table per task")
+    _add_data_arg(p)
+    p.set_defaults(func=_handler("an2dl_kit.data.inspect:cli"))
+
+
+def _add_check(sub) -> None:
+    p = sub.add_parser("check", help="validate a leaderboard CSV against the test set")
+    p.add_argument("file", type=Path, help="the submission CSV")
+    p.add_argument("--task", choices=TASKS, required=True)
+    p.add_argument("--test", type=Path, help="cells test_set.npz, or mars_for_students.npz (its test_set)")
+    p.set_defaults(func=_handler("an2dl_kit.submission:cli"))
+
+
+def _add_score(sub) -> None:
+    p = sub.add_parser("score", help="score a leaderboard CSV against known labels")
+    p.add_argument("--task", choices=TASKS, required=True)
+    p.add_argument("--pred", type=Path, required=True, help="the submission CSV")
+    p.add_argument("--labels", type=Path, required=True, help="an npz with a `labels` array")
+    p.set_defaults(func=_handler("an2dl_kit.metrics:cli"))
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model and write the leaderboard files, reports and plots")
+    p.add_argument("task", choices=TASKS)
+    _add_data_arg(p)
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--profile", choices=PROFILES, default="local")
+    p.add_argument("--budget", type=float, help="training time budget in seconds (default: the profile's)")
+    p.add_argument("--seed", type=int, help="random seed (default: the profile's)")
+    p.add_argument("--backbone", help="cells only: backbone name (see an2dl_kit.models.cells.BACKBONES)")
+    p.add_argument("--weights", help="cells only: imagenet, none, or a local weights file")
+    p.add_argument("--loss", help="mars only: cce, dice, tversky, focal or a sum such as cce+dice")
+    p.set_defaults(func=lambda args: _handler(f"an2dl_kit.tasks.{args.task}:cli")(args))
+
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="train several variants with one budget and write a comparison table")
+    p.add_argument("task", choices=TASKS)
+    _add_data_arg(p)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--profile", choices=PROFILES, default="local")
+    p.add_argument("--budget", type=float, help="training seconds per variant (default: the profile's)")
+    p.add_argument("--backbones", help="cells: comma-separated backbone names")
+    p.add_argument("--losses", help="mars: comma-separated losses, e.g. cce,dice,tversky,focal")
+    p.set_defaults(func=lambda args: _handler(f"an2dl_kit.tasks.{args.task}:compare_cli")(args))
+
+
+def _add_kaggle(sub) -> None:
+    p = sub.add_parser("bundle", help="write build/kernels/<task>/kernel.py and kernel-metadata.json")
+    p.add_argument("--task", choices=TASKS, required=True)
+    p.add_argument("--profile", choices=PROFILES, default="kaggle")
+    p.add_argument("--out", type=Path, default=Path("build/kernels"))
+    p.set_defaults(func=_handler("an2dl_kit.bundle:cli"))
+
+    p = sub.add_parser("run-local", help="run the bundled kernel here, in a Kaggle-like folder layout, on CPU")
+    p.add_argument("--task", choices=TASKS, required=True)
+    p.add_argument("--profile", choices=PROFILES, default="local")
+    _add_data_arg(p)
+    p.add_argument("--out", type=Path, help="output folder (default: build/run-local/<task>)")
+    p.set_defaults(func=_handler("an2dl_kit.bundle:run_local_cli"))
+
+    for name, help_text in (
+        ("push", "bundle and push the kernel to Kaggle"),
+        ("status", "print the kernel's status"),
+        ("wait", "poll the kernel until it completes or fails"),
+        ("output", "download the kernel's outputs into submissions/<task>/v<version>/"),
+        ("submit", "validate a submission CSV and submit it to the competition"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--task", choices=TASKS, required=True)
+        if name == "push":
+            p.add_argument("--profile", choices=PROFILES, default="kaggle")
+        if name == "submit":
+            p.add_argument("--file", type=Path, help="CSV to submit (default: the newest downloaded output)")
+            p.add_argument("--message", help="submission message (the kit commit is appended)")
+        p.set_defaults(func=_handler(f"an2dl_kit.kaggle_loop:{name}_cli"))
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="synthetic data -> bundled kernels run here -> validated, scored CSVs")
+    _add_data_arg(p)
+    p.add_argument("--out", type=Path, default=Path("build/demo"))
+    p.set_defaults(func=_handler("an2dl_kit.demo:cli"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="an2dl", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"an2dl-kit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_synth, _add_inspect, _add_check, _add_score, _add_train, _add_compare, _add_kaggle,
+                _add_demo):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except KitError as error:
+        print(f"an2dl: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("an2dl: interrupted", file=sys.stderr)
+        return 130

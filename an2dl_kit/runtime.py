@@ -1,0 +1,146 @@
+"""The hardware a run finds, and how the run uses it.
+
+`setup_runtime` picks the distribution strategy and the precision policy from what TensorFlow sees:
+TPU -> TPUStrategy with mixed_bfloat16; two or more GPUs -> MirroredStrategy; one GPU -> the default
+strategy; GPUs of compute capability >= 7 (Kaggle's T4) -> mixed_float16; CPU -> float32. Models,
+optimizers and metrics must be created inside `runtime.scope()`.
+
+Batch and learning-rate rule: the profile's batch size is per replica, so the global batch grows with the
+replica count; the learning rate is scaled by sqrt(replicas), the square-root rule for Adam-family optimizers
+(Malladi et al., 2022), which keeps the update noise of the one-replica schedule.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+_START = time.monotonic()
+
+
+def log(message: str) -> None:
+    """Print a progress line with the time since the process started, flushed at once."""
+    elapsed = time.monotonic() - _START
+    print(f"[an2dl {elapsed:7.1f}s] {message}", flush=True)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What a run trains on: the strategy, its replica count and the precision policy."""
+
+    strategy: Any
+    kind: str
+    replicas: int
+    precision: str
+    devices: tuple[str, ...] = ()
+
+    def scope(self):
+        return self.strategy.scope()
+
+    def global_batch(self, per_replica: int) -> int:
+        return per_replica * self.replicas
+
+    def scaled_lr(self, base_lr: float) -> float:
+        return base_lr * math.sqrt(self.replicas)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "strategy": type(self.strategy).__name__,
+            "kind": self.kind,
+            "replicas": self.replicas,
+            "precision": self.precision,
+            "devices": list(self.devices),
+        }
+
+    def describe(self) -> str:
+        devices = ", ".join(self.devices) or "CPU"
+        return (f"{type(self.strategy).__name__} on {self.kind} x{self.replicas} ({devices}); "
+                f"precision {self.precision}")
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow, and ask TensorFlow for deterministic kernels."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    with contextlib.suppress(RuntimeError):  # already set in this process
+        tf.config.experimental.enable_op_determinism()
+
+
+def _find_tpu():
+    import tensorflow as tf
+
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.NotFoundError):
+        return None
+    return resolver
+
+
+def _gpu_names_and_capability(gpus) -> tuple[list[str], float]:
+    import tensorflow as tf
+
+    names, capabilities = [], []
+    for gpu in gpus:
+        details = tf.config.experimental.get_device_details(gpu)
+        names.append(details.get("device_name", gpu.name))
+        major, minor = details.get("compute_capability", (0, 0))
+        capabilities.append(major + minor / 10)
+    return names, min(capabilities, default=0.0)
+
+
+def setup_runtime(seed: int | None = None, precision: str = "auto") -> Runtime:
+    """Seed everything, choose the strategy and precision for this machine, and set the Keras policy."""
+    import keras
+    import tensorflow as tf
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if seed is not None:
+        set_seed(seed)
+
+    tpu = _find_tpu() if os.environ.get("TPU_NAME") or os.path.exists("/dev/accel0") else None
+    gpus = tf.config.list_physical_devices("GPU")
+    if tpu is not None:
+        strategy, kind, devices, auto = tf.distribute.TPUStrategy(tpu), "tpu", (), "mixed_bfloat16"
+    elif gpus:
+        for gpu in gpus:
+            with contextlib.suppress(RuntimeError):  # must happen before the GPUs are initialised
+                tf.config.experimental.set_memory_growth(gpu, True)
+        names, capability = _gpu_names_and_capability(gpus)
+        strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+        kind, devices = "gpu", tuple(names)
+        auto = "mixed_float16" if capability >= 7.0 else "float32"
+    else:
+        logical_cpus = tf.config.list_logical_devices("CPU")
+        # Several logical CPUs only exist when a test splits the CPU to exercise mirroring.
+        strategy = (tf.distribute.MirroredStrategy([d.name for d in logical_cpus])
+                    if len(logical_cpus) > 1 else tf.distribute.get_strategy())
+        kind, devices, auto = "cpu", (), "float32"
+
+    chosen = auto if precision == "auto" else precision
+    keras.mixed_precision.set_global_policy(chosen)
+    return Runtime(strategy=strategy, kind=kind, replicas=strategy.num_replicas_in_sync,
+                   precision=chosen, devices=devices)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python, the platform and every library a run depends on."""
+    versions = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for package in ("numpy", "tensorflow", "keras", "albumentations", "pandas", "matplotlib"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions

@@ -1,0 +1,312 @@
+"""The training loop both tasks share: one `fit_phase` per phase of a run.
+
+A phase is one `model.fit` with the callbacks every run needs:
+- early stopping on the monitored metric, and the phase's best weights restored at its end;
+- an atomic best-model checkpoint, `out_dir/model.keras`, so a run stopped at any point (Kaggle's 12-hour
+  limit, a lost session) still leaves its best model among its outputs;
+- `keras.callbacks.BackupAndRestore` under `out_dir/backup/<phase>`: re-running the same command resumes
+  the interrupted epoch count, and a finished phase is skipped with its best weights reloaded;
+- a time budget (`Deadline`) checked after every batch and before every epoch;
+- a `history.csv` row per epoch, with the phase name, for the learning-curve plot.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from an2dl_kit.files import atomic_path, write_json
+from an2dl_kit.runtime import log
+
+HISTORY_FILE = "history.csv"
+MODEL_FILE = "model.keras"
+# Stop when the time left is below the slowest epoch so far times this margin.
+EPOCH_TIME_MARGIN = 1.1
+
+
+class Deadline:
+    """A wall-clock budget shared by every phase of one run.
+
+    Args:
+        budget_s: seconds from now until training must stop; None means no limit.
+        reserve_s: seconds held back from training for inference and writing outputs.
+    """
+
+    def __init__(self, budget_s: float | None, reserve_s: float = 0.0):
+        self.budget_s = budget_s
+        self.reserve_s = reserve_s
+        self._start = time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._start
+
+    def remaining(self) -> float:
+        if self.budget_s is None:
+            return math.inf
+        return self.budget_s - self.reserve_s - self.elapsed()
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    epochs_run: int
+    best_epoch: int
+    best_value: float
+    seconds: float
+    stopped_by_budget: bool
+    resumed: bool = False
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """The result without the per-epoch history, for metrics.json."""
+        out = asdict(self)
+        del out["history"]
+        return out
+
+
+def _improved(value: float, best: float | None, mode: str) -> bool:
+    if best is None or not np.isfinite(best):
+        return np.isfinite(value)
+    return value < best if mode == "min" else value > best
+
+
+class _BudgetStop(keras.callbacks.Callback):
+    """Stop after the batch that exhausts the deadline, or before an epoch that would not fit."""
+
+    def __init__(self, deadline: Deadline):
+        super().__init__()
+        self.deadline = deadline
+        self.slowest_epoch = 0.0
+        self.triggered = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.deadline.remaining() <= 0:
+            self._stop()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.slowest_epoch = max(self.slowest_epoch, time.monotonic() - self._epoch_start)
+        if self.deadline.remaining() < self.slowest_epoch * EPOCH_TIME_MARGIN:
+            self._stop()
+
+    def _stop(self):
+        if not self.triggered:
+            log(f"time budget reached ({self.deadline.remaining():.0f} s left): stopping training")
+        self.triggered = True
+        self.model.stop_training = True
+
+
+class _BestKeeper(keras.callbacks.Callback):
+    """Track the phase's best epoch; save its weights, and the full model when it beats the whole run."""
+
+    def __init__(self, monitor: str, mode: str, phase_dir: Path, model_path: Path, run_best: float | None):
+        super().__init__()
+        self.monitor, self.mode = monitor, mode
+        self.phase_dir, self.model_path = phase_dir, model_path
+        self.state_path = phase_dir / "best.json"
+        self.weights_path = phase_dir / "best.weights.h5"
+        state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
+        self.best_value: float | None = state.get("value")
+        self.best_epoch: int = state.get("epoch", -1)
+        self.run_best = run_best
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise KeyError(f"monitored metric {self.monitor!r} not in the epoch logs: {sorted(logs)}")
+        value = float(logs[self.monitor])
+        if not _improved(value, self.best_value, self.mode):
+            return
+        self.best_value, self.best_epoch = value, epoch
+        self.phase_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.weights_path) as tmp:
+            self.model.save_weights(tmp)
+        write_json(self.state_path, {"value": value, "epoch": epoch})
+        if _improved(value, self.run_best, self.mode):
+            self.run_best = value
+            with atomic_path(self.model_path) as tmp:
+                self.model.save(tmp)
+
+
+class _HistoryRecorder(keras.callbacks.Callback):
+    """Append one row per epoch to history.csv (rows of epochs a resumed run repeats are replaced)."""
+
+    def __init__(self, path: Path, phase: str):
+        super().__init__()
+        self.path, self.phase = path, phase
+        self.rows: list[dict[str, Any]] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        import pandas as pd
+
+        row = {"phase": self.phase, "epoch": epoch, "seconds": round(time.monotonic() - self._epoch_start, 3)}
+        row.update({k: float(v) for k, v in (logs or {}).items()})
+        self.rows.append(row)
+        earlier = pd.read_csv(self.path) if self.path.exists() else pd.DataFrame()
+        if not earlier.empty:
+            earlier = earlier[~((earlier["phase"] == self.phase) & (earlier["epoch"] >= epoch))]
+        table = pd.concat([earlier, pd.DataFrame([row])], ignore_index=True)
+        with atomic_path(self.path) as tmp:
+            table.to_csv(tmp, index=False)
+
+
+def _load_weights(model: keras.Model, path: Path) -> None:
+    """Load weights saved by another phase; its optimizer state (other variables) is meant to be dropped."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model.load_weights(path)
+
+
+def _progress_verbosity() -> int:
+    """Progress bars on a terminal; one line per epoch in logs (Kaggle keeps every carriage return)."""
+    return 1 if sys.stdout.isatty() else 2
+
+
+def fit_phase(
+    model: keras.Model,
+    train,
+    val,
+    *,
+    name: str,
+    epochs: int,
+    out_dir: Path,
+    monitor: str = "val_loss",
+    mode: str = "min",
+    patience: int = 10,
+    deadline: Deadline | None = None,
+    class_weight: dict[int, float] | None = None,
+    best: float | None = None,
+    signature: str = "",
+    callbacks: tuple = (),
+    verbose: int | str = "auto",
+) -> PhaseResult:
+    """Train one phase and leave `model` holding the best weights of the run so far.
+
+    Args:
+        model: a compiled model (built inside the runtime's strategy scope).
+        train: a `pipeline.Batches` (or any dataset `model.fit` takes), or an `(x, y)` tuple of arrays.
+        val: anything `validation_data` takes.
+        name: the phase's name, used for its backup folder and its history rows.
+        epochs: the most epochs to run.
+        out_dir: the run's output folder.
+        monitor, mode: the metric that picks the best epoch, and whether lower ("min") or higher is better.
+        patience: epochs without improvement before early stopping.
+        deadline: the run's time budget; None for no budget.
+        class_weight: passed to `model.fit`.
+        best: the best monitored value of earlier phases of the run; `model.keras` is only overwritten by
+            a better epoch, and if this phase never beats it the earlier best weights are reloaded.
+        signature: a description of the run's configuration; a backup made under another signature is
+            discarded instead of resumed.
+        callbacks: extra Keras callbacks.
+        verbose: Keras verbosity; "auto" shows progress bars on a terminal and a line per epoch in logs.
+    """
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+    out_dir = Path(out_dir)
+    phase_dir = out_dir / "backup" / name
+    model_path = out_dir / MODEL_FILE
+    done_path = phase_dir / "done.json"
+    signature_path = phase_dir / "signature.txt"
+    if phase_dir.exists() and (not signature_path.exists() or signature_path.read_text() != signature):
+        log(f"phase {name}: discarding a backup made with another configuration")
+        shutil.rmtree(phase_dir)
+    phase_dir.mkdir(parents=True, exist_ok=True)
+    signature_path.write_text(signature)
+
+    if done_path.exists():
+        _load_weights(model, phase_dir / "best.weights.h5")
+        result = PhaseResult(**{**json.loads(done_path.read_text()), "resumed": True})
+        log(f"phase {name}: already finished in an earlier run (best {monitor} {result.best_value:.4f}); skipped")
+        return result
+
+    deadline = deadline or Deadline(None)
+    if deadline.remaining() <= 0:
+        log(f"phase {name}: no time left in the budget; skipped")
+        return PhaseResult(name, 0, -1, best if best is not None else math.nan, 0.0, True)
+
+    budget = _BudgetStop(deadline)
+    keeper = _BestKeeper(monitor, mode, phase_dir, model_path, best)
+    recorder = _HistoryRecorder(out_dir / HISTORY_FILE, name)
+    all_callbacks = [
+        keras.callbacks.BackupAndRestore(str(phase_dir / "state"), save_freq="epoch", delete_checkpoint=True),
+        keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience),
+        keeper,
+        recorder,
+        budget,
+        *callbacks,
+    ]
+    log(f"phase {name}: up to {epochs} epochs, monitoring {monitor} ({mode})")
+    start = time.monotonic()
+    x, y = train if isinstance(train, tuple) else (train, None)
+    history = model.fit(
+        x,
+        y,
+        validation_data=val,
+        epochs=epochs,
+        class_weight=class_weight,
+        callbacks=all_callbacks,
+        verbose=_progress_verbosity() if verbose == "auto" else verbose,
+    )
+    seconds = time.monotonic() - start
+
+    if keeper.weights_path.exists():
+        _load_weights(model, keeper.weights_path)
+    if not _improved(keeper.best_value if keeper.best_value is not None else math.nan, best, mode) \
+            and model_path.exists():
+        log(f"phase {name}: no improvement on the earlier best {monitor}; keeping the earlier weights")
+        _load_weights(model, model_path)
+    result = PhaseResult(
+        name=name,
+        epochs_run=len(recorder.rows),
+        best_epoch=keeper.best_epoch,
+        best_value=keeper.best_value if keeper.best_value is not None else math.nan,
+        seconds=round(seconds, 2),
+        stopped_by_budget=budget.triggered,
+        history={k: [float(v) for v in values] for k, values in history.history.items()},
+    )
+    write_json(done_path, asdict(result))
+    log(f"phase {name}: {result.epochs_run} epochs in {seconds:.0f} s; best {monitor} "
+        f"{result.best_value:.4f} at epoch {result.best_epoch + 1}")
+    return result
+
+
+def plot_learning_curves(history_csv: Path, png: Path) -> Path:
+    """Plot every metric that has a validation twin (loss, accuracy, mIoU...) against the epoch count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    table = pd.read_csv(history_csv)
+    table["step"] = np.arange(len(table))
+    metrics = [c for c in table.columns if f"val_{c}" in table.columns]
+    fig, axes = plt.subplots(1, max(len(metrics), 1), figsize=(4.5 * max(len(metrics), 1), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=False):
+        ax.plot(table["step"] + 1, table[metric], label="train")
+        ax.plot(table["step"] + 1, table[f"val_{metric}"], label="validation")
+        for boundary in np.flatnonzero(table["phase"].ne(table["phase"].shift()).to_numpy())[1:]:
+            ax.axvline(boundary + 0.5, color="grey", linestyle=":", linewidth=1)
+        ax.set_title(metric)
+        ax.set_xlabel("epoch (all phases)")
+        ax.legend()
+    fig.tight_layout()
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return Path(png)

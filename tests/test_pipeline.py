@@ -1,0 +1,86 @@
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from an2dl_kit.augment.common import SeededCompose
+from an2dl_kit.pipeline import Batches
+
+
+def noisy(x, y, rng):
+    return x + rng.normal(size=x.shape).astype("float32"), y
+
+
+def make(seed=0, **kwargs):
+    x = np.arange(20, dtype="float32").reshape(10, 2)
+    y = np.arange(10)
+    return Batches(x, y, batch_size=4, transform=noisy, seed=seed, **kwargs)
+
+
+def test_batch_count_and_last_partial_batch():
+    batches = make()
+    assert batches.num_batches == 3
+    assert len(batches[2][0]) == 2
+
+
+def test_same_seed_same_batches_and_other_seed_differs():
+    a, b, c = make(seed=1), make(seed=1), make(seed=2)
+    np.testing.assert_array_equal(a[0][0], b[0][0])
+    assert not np.allclose(a[0][0], c[0][0])
+
+
+def test_every_sample_once_per_epoch_and_reshuffled():
+    batches = make()
+    first = np.concatenate([batches[i][1] for i in range(batches.num_batches)])
+    batches.on_epoch_end()
+    second = np.concatenate([batches[i][1] for i in range(batches.num_batches)])
+    assert sorted(first) == list(range(10)) == sorted(second)
+    assert not np.array_equal(first, second)
+
+
+def test_repeats_gives_independently_augmented_copies():
+    batches = Batches(np.zeros((3, 2), "float32"), np.arange(3), batch_size=6, transform=noisy, repeats=2)
+    x, y = batches[0]
+    assert sorted(y) == [0, 0, 1, 1, 2, 2]
+    first, second = x[y == 0]
+    assert not np.allclose(first, second)
+
+
+def test_threads_build_the_same_batches_as_one_thread():
+    sequential = make(seed=3)
+    expected = [sequential[i][0] for i in range(3)]
+    threaded = make(seed=3)
+    with ThreadPoolExecutor(3) as pool:
+        got = list(pool.map(lambda i: threaded[i][0], [2, 0, 1]))
+    for index, batch in zip([2, 0, 1], got, strict=True):
+        np.testing.assert_array_equal(batch, expected[index])
+
+
+def test_batches_of_one_epoch_get_different_augmentations():
+    x = np.zeros((8, 2), "float32")
+    batches = Batches(x, np.zeros(8), batch_size=4, transform=noisy, shuffle=False)
+    assert not np.allclose(batches[0][0], batches[1][0])
+
+
+def test_mismatched_lengths_refused():
+    with pytest.raises(ValueError, match="differ in length: 3 != 2"):
+        Batches(np.zeros((3, 1)), np.zeros(2), batch_size=2)
+
+
+def test_seeded_compose_is_reproducible_and_thread_local():
+    import albumentations as A
+
+    def factory():
+        return A.Compose([A.HorizontalFlip(p=0.5), A.GaussNoise(p=1.0)], strict=True)
+
+    images = np.random.default_rng(0).integers(0, 255, (6, 8, 8, 3), dtype=np.uint8)
+    a = SeededCompose(factory).images(images, np.random.default_rng(5))
+    b = SeededCompose(factory).images(images, np.random.default_rng(5))
+    c = SeededCompose(factory).images(images, np.random.default_rng(6))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    masks = np.arange(6 * 64).reshape(6, 8, 8).astype(np.uint8)
+    flip = SeededCompose(lambda: A.Compose([A.HorizontalFlip(p=1.0)], strict=True))
+    out_images, out_masks = flip.pairs(images, masks, np.random.default_rng(0))
+    np.testing.assert_array_equal(out_masks, masks[:, :, ::-1])
+    np.testing.assert_array_equal(out_images, images[:, :, ::-1])

@@ -1,0 +1,141 @@
+import json
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from an2dl_kit.training import Deadline, fit_phase, plot_learning_curves
+
+
+def data(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    return x, y
+
+
+def tiny_model(seed=0):
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def fit(model, out_dir, **kwargs):
+    x, y = data()
+    defaults = dict(name="p1", epochs=4, out_dir=out_dir, monitor="val_loss", mode="min", patience=10,
+                    verbose=0)
+    return fit_phase(model, (x, y), (x[:32], y[:32]), **{**defaults, **kwargs})
+
+
+class StopAtEpoch(keras.callbacks.Callback):
+    """Simulates a kernel killed at the start of the given epoch."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_phase_writes_history_best_model_and_result(tmp_path):
+    result = fit(tiny_model(), tmp_path)
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert list(history["epoch"]) == [0, 1, 2, 3]
+    assert set(history["phase"]) == {"p1"}
+    assert result.epochs_run == 4
+    assert result.best_value == pytest.approx(history["val_loss"].min(), rel=1e-6)
+    assert result.best_epoch == int(history["val_loss"].idxmin())
+    reloaded = keras.saving.load_model(tmp_path / "model.keras")
+    x, y = data()
+    assert reloaded.evaluate(x[:32], y[:32], verbose=0)[0] == pytest.approx(result.best_value, rel=1e-4)
+    assert not list(tmp_path.rglob("*.part*")), "temporary files left behind"
+
+
+def test_model_ends_with_the_best_weights(tmp_path):
+    model = tiny_model()
+    result = fit(model, tmp_path, epochs=6)
+    x, y = data()
+    assert model.evaluate(x[:32], y[:32], verbose=0)[0] == pytest.approx(result.best_value, rel=1e-4)
+
+
+def test_exhausted_budget_stops_after_one_batch(tmp_path):
+    x, y = data(n=512)
+    model = tiny_model()
+    result = fit_phase(model, (x, y), (x[:32], y[:32]), name="p1", epochs=50, out_dir=tmp_path,
+                       deadline=Deadline(budget_s=1e-9), verbose=0, patience=50)
+    assert result.stopped_by_budget is True
+    assert result.epochs_run == 0  # the budget was gone before the phase began
+
+
+def test_budget_stops_before_an_epoch_that_would_not_fit(tmp_path):
+    model = tiny_model()
+    deadline = Deadline(budget_s=0.0)
+    deadline.budget_s = deadline.elapsed() + 2.0  # a little time: some epochs, far fewer than 10,000
+    result = fit(model, tmp_path, epochs=10_000, patience=10_000, deadline=deadline)
+    assert result.stopped_by_budget is True
+    assert 1 <= result.epochs_run < 10_000
+    assert (tmp_path / "model.keras").exists()
+
+
+def test_interrupted_phase_resumes_where_it_stopped(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_model(), tmp_path, epochs=4, callbacks=(StopAtEpoch(2),))
+    assert list(pd.read_csv(tmp_path / "history.csv")["epoch"]) == [0, 1]
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.append(epoch)
+
+    result = fit(tiny_model(seed=1), tmp_path, epochs=4, callbacks=(Record(),))
+    assert seen == [2, 3]
+    assert list(pd.read_csv(tmp_path / "history.csv")["epoch"]) == [0, 1, 2, 3]
+    assert result.best_epoch in range(4)
+
+
+def test_finished_phase_is_skipped_on_rerun_with_its_weights(tmp_path):
+    first = tiny_model()
+    result = fit(first, tmp_path)
+    again = tiny_model(seed=7)
+    rerun = fit(again, tmp_path)
+    assert rerun.resumed is True and rerun.best_value == result.best_value
+    for a, b in zip(first.get_weights(), again.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_backup_from_another_configuration_is_discarded(tmp_path):
+    fit(tiny_model(), tmp_path, signature="a")
+    rerun = fit(tiny_model(), tmp_path, signature="b")
+    assert rerun.resumed is False and rerun.epochs_run == 4
+
+
+def test_phase_that_never_beats_the_earlier_best_keeps_earlier_weights(tmp_path):
+    model = tiny_model()
+    first = fit(model, tmp_path, name="p1")
+    kept = [w.copy() for w in model.get_weights()]
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="sparse_categorical_crossentropy")
+    second = fit(model, tmp_path, name="p2", best=first.best_value - 10.0, epochs=2)
+    assert second.best_value > first.best_value - 10.0
+    for a, b in zip(kept, model.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_unknown_monitor_is_named(tmp_path):
+    with pytest.raises(KeyError, match="val_miou"):
+        fit(tiny_model(), tmp_path, monitor="val_miou", mode="max")
+
+
+def test_learning_curves_png(tmp_path):
+    fit(tiny_model(), tmp_path, name="p1", epochs=2)
+    fit(tiny_model(), tmp_path, name="p2", epochs=2)
+    png = plot_learning_curves(tmp_path / "history.csv", tmp_path / "curves.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list(pd.read_csv(tmp_path / "history.csv")["phase"]) == ["p1", "p1", "p2", "p2"]
+    done = json.loads((tmp_path / "backup" / "p2" / "done.json").read_text())
+    assert done["epochs_run"] == 2
