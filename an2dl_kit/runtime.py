@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+# Tensor cores (Volta and later: V100, T4, A100...) make float16 matmuls/convs fast from capability 7.0.
+MIXED_FLOAT16_MIN_CAPABILITY = 7.0
 _START = time.monotonic()
 
 
@@ -100,6 +102,16 @@ def _gpu_names_and_capability(gpus) -> tuple[list[str], float]:
     return names, min(capabilities, default=0.0)
 
 
+def choose_precision(kind: str, capability: float = 0.0) -> str:
+    """The automatic policy: mixed_bfloat16 on TPU, mixed_float16 on GPUs of compute capability >= 7,
+    float32 otherwise (CPU, and GPUs without tensor cores such as the P100, capability 6.0)."""
+    if kind == "tpu":
+        return "mixed_bfloat16"
+    if kind == "gpu" and capability >= MIXED_FLOAT16_MIN_CAPABILITY:
+        return "mixed_float16"
+    return "float32"
+
+
 def setup_runtime(seed: int | None = None, precision: str = "auto") -> Runtime:
     """Seed everything, choose the strategy and precision for this machine, and set the Keras policy."""
     import keras
@@ -112,8 +124,9 @@ def setup_runtime(seed: int | None = None, precision: str = "auto") -> Runtime:
 
     tpu = _find_tpu() if os.environ.get("TPU_NAME") or os.path.exists("/dev/accel0") else None
     gpus = tf.config.list_physical_devices("GPU")
+    capability = 0.0
     if tpu is not None:
-        strategy, kind, devices, auto = tf.distribute.TPUStrategy(tpu), "tpu", (), "mixed_bfloat16"
+        strategy, kind, devices = tf.distribute.TPUStrategy(tpu), "tpu", ()
     elif gpus:
         for gpu in gpus:
             with contextlib.suppress(RuntimeError):  # must happen before the GPUs are initialised
@@ -121,15 +134,14 @@ def setup_runtime(seed: int | None = None, precision: str = "auto") -> Runtime:
         names, capability = _gpu_names_and_capability(gpus)
         strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
         kind, devices = "gpu", tuple(names)
-        auto = "mixed_float16" if capability >= 7.0 else "float32"
     else:
         logical_cpus = tf.config.list_logical_devices("CPU")
         # Several logical CPUs only exist when a test splits the CPU to exercise mirroring.
         strategy = (tf.distribute.MirroredStrategy([d.name for d in logical_cpus])
                     if len(logical_cpus) > 1 else tf.distribute.get_strategy())
-        kind, devices, auto = "cpu", (), "float32"
+        kind, devices = "cpu", ()
 
-    chosen = auto if precision == "auto" else precision
+    chosen = choose_precision(kind, capability) if precision == "auto" else precision
     keras.mixed_precision.set_global_policy(chosen)
     return Runtime(strategy=strategy, kind=kind, replicas=strategy.num_replicas_in_sync,
                    precision=chosen, devices=devices)
