@@ -52,6 +52,12 @@ def _add_synth(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder (cells/ and mars/ are made inside)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--contaminants", action="store_true", help="inject meme images and alien masks to clean")
+    p.add_argument(
+        "--size",
+        choices=("tiny", "demo"),
+        default="demo",
+        help="demo: cells 1,200 train + 240 test, mars 600 + 120 tiles (default); tiny: a few dozen",
+    )
     p.set_defaults(func=_handler("an2dl_kit.data.synth:cli"))
 
 

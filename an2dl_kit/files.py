@@ -11,6 +11,15 @@ from pathlib import Path
 from typing import Any
 
 
+def _default_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_DEFAULT_FILE_MODE = _default_file_mode()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
@@ -26,6 +35,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, _DEFAULT_FILE_MODE)  # mkstemp makes owner-only files; outputs are for sharing
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)

@@ -1,0 +1,103 @@
+"""Find the competition files under an input root.
+
+Kaggle mounts inputs as `/kaggle/input/<slug>/<file>` or `/kaggle/input/competitions/<slug>/<file>`
+depending on the image; the synthetic data and `../shared/data` use `<root>/cells/<file>` and
+`<root>/mars/<file>`. One recursive search for the file names finds them all. The root is `--data DIR`,
+else `$AN2DL_INPUT`, else `/kaggle/input`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from an2dl_kit.data.io import CELLS_TEST_FILE, CELLS_TRAIN_FILE, MARS_FILE
+from an2dl_kit.errors import DataError
+
+ENV_VAR = "AN2DL_INPUT"
+KAGGLE_INPUT = Path("/kaggle/input")
+# Deep enough for /kaggle/input/competitions/<slug>/<folder>/<file>; bounded so a root holding model
+# weights or a home folder is not walked for minutes.
+MAX_DEPTH = 6
+
+# Which file each task needs, and what it is called in messages.
+REQUIRED = {"cells": ("cells_train", CELLS_TRAIN_FILE), "mars": ("mars", MARS_FILE)}
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The competition files found under `root`; a field is None when that file is absent."""
+
+    root: Path
+    cells_train: Path | None
+    cells_test: Path | None
+    mars: Path | None
+
+    def require(self, task: str) -> Path:
+        """Return the training file of `task` ("cells" or "mars"), or raise DataError naming the root.
+
+        The cells test set is optional (the real challenge scored it on Codabench): read `cells_test`.
+        """
+        if task not in REQUIRED:
+            raise DataError(f"{task}: unknown task, expected one of {', '.join(REQUIRED)}")
+        field, name = REQUIRED[task]
+        path = getattr(self, field)
+        if path is None:
+            where = "" if self.root.is_dir() else " (the folder does not exist)"
+            raise DataError(
+                f"{self.root}: no {name} found for {task} under this folder{where}; "
+                f"pass --data DIR or set {ENV_VAR} (an2dl synth --out DIR writes synthetic files)"
+            )
+        return path
+
+
+def input_root(data: str | os.PathLike | None = None) -> Path:
+    """The folder to search: the argument, else $AN2DL_INPUT, else /kaggle/input."""
+    if data is not None:
+        return Path(data)
+    env = os.environ.get(ENV_VAR)
+    return Path(env) if env else KAGGLE_INPUT
+
+
+def _walk(root: Path) -> list[Path]:
+    """All files under root (sorted, depth-limited, hidden folders skipped)."""
+    found: list[Path] = []
+    base_depth = len(root.parts)
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        depth = len(Path(folder).parts) - base_depth
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if depth < MAX_DEPTH else []
+        found.extend(Path(folder) / name for name in sorted(files))
+    return found
+
+
+def _pick(candidates: list[Path], near: Path | None = None) -> Path | None:
+    """Prefer a file beside `near`, then the shallowest, then alphabetical: deterministic on any layout."""
+    if not candidates:
+        return None
+    if near is not None:
+        beside = [c for c in candidates if c.parent == near.parent]
+        if beside:
+            return beside[0]
+    return min(candidates, key=lambda p: (len(p.parts), str(p)))
+
+
+def find_inputs(data: str | os.PathLike | None = None) -> Inputs:
+    """Search the input root recursively for the competition files; never raises (see `Inputs.require`).
+
+    `data` may also name one of the files directly; its folder is searched.
+    """
+    root = input_root(data)
+    if root.is_file():
+        root = root.parent
+    files = _walk(root) if root.is_dir() else []
+    by_name: dict[str, list[Path]] = {}
+    for path in files:
+        by_name.setdefault(path.name, []).append(path)
+    cells_train = _pick(by_name.get(CELLS_TRAIN_FILE, []))
+    return Inputs(
+        root=root,
+        cells_train=cells_train,
+        cells_test=_pick(by_name.get(CELLS_TEST_FILE, []), near=cells_train),
+        mars=_pick(by_name.get(MARS_FILE, [])),
+    )

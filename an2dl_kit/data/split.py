@@ -1,0 +1,63 @@
+"""Seeded stratified train/validation split and balanced class weights (numpy only)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+BIG_ROCK = 4
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split row indices into (train, val), keeping each class's share in both parts.
+
+    The validation size is round(N * val_fraction); per class it is n_c * val_fraction rounded by largest
+    remainder (ties broken by the seed) so the parts add up to it, except that a class never gives up its
+    last training sample. Both index arrays are sorted; the same (labels, val_fraction, seed) always gives
+    the same split.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = counts * val_fraction
+    n_val = np.floor(quota).astype(int)
+    remainder = int(round(len(labels) * val_fraction)) - n_val.sum()
+    if remainder > 0:
+        # Largest fractional part first; random jitter below 1e-9 only breaks exact ties.
+        order = np.argsort(-(quota - n_val + rng.uniform(0, 1e-9, len(classes))), kind="stable")
+        n_val[order[:remainder]] += 1
+    n_val = np.minimum(n_val, np.maximum(counts - 1, 0))
+
+    val_parts = []
+    for cls, k in zip(classes, n_val, strict=True):
+        members = np.flatnonzero(labels == cls)
+        val_parts.append(rng.permutation(members)[:k])
+    val = np.sort(np.concatenate(val_parts)) if val_parts else np.array([], dtype=np.int64)
+    train = np.setdiff1d(np.arange(len(labels)), val, assume_unique=True)
+    return train.astype(np.int64), val.astype(np.int64)
+
+
+def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
+    """scikit-learn's 'balanced' weights: n_samples / (n_present_classes * count_c), for every class id.
+
+    Like scikit-learn, only the classes present count in n_classes. A class absent from `labels` still gets
+    an entry, with weight 0.0, so the dict can be passed to Keras' `class_weight` (which needs every class
+    id) and a class never seen contributes nothing. Works on any shape (Mars masks count pixels).
+    """
+    labels = np.asarray(labels).reshape(-1)
+    counts = np.bincount(labels.astype(np.int64), minlength=num_classes)[:num_classes]
+    present = counts > 0
+    weights = np.zeros(num_classes, dtype=np.float64)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return {int(c): float(w) for c, w in enumerate(weights)}
+
+
+def mars_strata(masks: np.ndarray) -> np.ndarray:
+    """One stratum per tile for `stratified_split`: 4 if it holds any big rock (rare, 63 of 2,505 course
+    tiles, so it must reach validation), else its most frequent labelled class 1..3, else 0 (all background).
+    """
+    masks = np.asarray(masks).reshape(len(masks), -1)
+    counts = np.stack([(masks == c).sum(axis=1) for c in range(BIG_ROCK + 1)], axis=1)
+    strata = np.where(counts[:, 1:4].sum(axis=1) > 0, 1 + np.argmax(counts[:, 1:4], axis=1), 0)
+    return np.where(counts[:, BIG_ROCK] > 0, BIG_ROCK, strata).astype(np.int64)

@@ -1,0 +1,120 @@
+"""CLI commands of the data layer: exit codes, printed results, one-line errors; TF-free imports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from an2dl_kit.cli import main
+from an2dl_kit.submission import write_mars_csv
+
+
+def _run(capsys, *argv) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_data_modules_do_not_import_tensorflow():
+    code = (
+        "import sys, an2dl_kit.cli, an2dl_kit.data.io, an2dl_kit.data.discover, an2dl_kit.data.clean, "
+        "an2dl_kit.data.split, an2dl_kit.data.synth, an2dl_kit.data.inspect, an2dl_kit.submission, "
+        "an2dl_kit.metrics; print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_synth_writes_the_course_layout(capsys, tmp_path):
+    code, out, _ = _run(
+        capsys, "synth", "--out", str(tmp_path), "--seed", "1", "--contaminants", "--size", "tiny"
+    )
+    assert code == 0
+    assert (tmp_path / "mars" / "mars_for_students.npz").is_file()
+    assert out.splitlines()[0] == str(tmp_path / "cells" / "training_set.npz")
+
+
+def test_inspect_prints_both_tables(capsys, synthetic_dir):
+    code, out, _ = _run(capsys, "inspect", "--data", str(synthetic_dir))
+    assert code == 0
+    assert "## cells:" in out and "## mars:" in out
+    assert "| 7 platelet |" in out and "| 4 big rock |" in out
+    assert "removed 21: an identical image occurs 5+ times" in out
+    assert "removed 5: a mask with 2+ terrain classes is shared by 5+ images (aliens)" in out
+
+
+def test_inspect_without_files_names_the_root(capsys, tmp_path):
+    code, _, err = _run(capsys, "inspect", "--data", str(tmp_path))
+    assert code == 2
+    assert err.startswith(f"an2dl: error: {tmp_path}: no training_set.npz found") and err.count("\n") == 1
+
+
+def test_check_and_score_mars(capsys, tmp_path, synthetic_dir):
+    truth = np.load(synthetic_dir / "mars" / "test_labels.npz")["labels"]
+    csv = write_mars_csv(tmp_path / "p.csv", np.ones_like(truth))
+    test = synthetic_dir / "mars" / "mars_for_students.npz"
+    code, out, _ = _run(capsys, "check", str(csv), "--task", "mars", "--test", str(test))
+    assert code == 0 and out.startswith(f"{csv}: OK, mars, 8 rows")
+    code, out, _ = _run(capsys, "check", str(csv), "--task", "mars")
+    assert code == 0 and "format only" in out
+    code, out, _ = _run(
+        capsys,
+        "score",
+        "--task",
+        "mars",
+        "--pred",
+        str(csv),
+        "--labels",
+        str(synthetic_dir / "mars" / "test_labels.npz"),
+    )
+    assert code == 0 and out.startswith("mIoU 0.") and "soil" in out
+
+
+def test_check_refuses_with_one_line(capsys, tmp_path, synthetic_dir):
+    csv = write_mars_csv(tmp_path / "p.csv", np.ones((7, 64, 128), np.uint8))
+    code, out, err = _run(
+        capsys,
+        "check",
+        str(csv),
+        "--task",
+        "mars",
+        "--test",
+        str(synthetic_dir / "mars" / "mars_for_students.npz"),
+    )
+    assert code == 2 and out == ""
+    assert err == f"an2dl: error: {csv}: 7 rows but the test set has 8 (1 missing id(s), first 7)\n"
+
+
+def test_check_missing_test_file(capsys, tmp_path):
+    csv = write_mars_csv(tmp_path / "p.csv", np.ones((1, 64, 128), np.uint8))
+    code, _, err = _run(capsys, "check", str(csv), "--task", "mars", "--test", str(tmp_path / "none.npz"))
+    assert code == 2 and err == f"an2dl: error: {tmp_path / 'none.npz'}: no such file\n"
+
+
+def test_score_cells(capsys, tmp_path, synthetic_dir):
+    labels = synthetic_dir / "cells" / "test_labels.npz"
+    csv = tmp_path / "c.csv"
+    csv.write_text("id,label\n" + "".join(f"{i},0\n" for i in range(16)))
+    code, out, _ = _run(capsys, "score", "--task", "cells", "--pred", str(csv), "--labels", str(labels))
+    assert code == 0 and out.startswith("accuracy 0.") and "confusion matrix" in out
+
+
+@pytest.mark.parametrize("argv", [["check", "x.csv", "--task", "dogs"], ["score", "--task", "mars"]])
+def test_usage_errors_exit_2(argv):
+    result = subprocess.run([sys.executable, "-m", "an2dl_kit", *argv], capture_output=True, text=True)
+    assert result.returncode == 2 and "usage: an2dl" in result.stderr
+
+
+def test_console_error_is_one_line_without_traceback(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,label\n0,9\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "an2dl_kit", "check", str(bad), "--task", "cells"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr == f"an2dl: error: {bad}: row 0 (line 2), column 'label': label 9 outside 0..7\n"
