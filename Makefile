@@ -12,6 +12,14 @@ DATA    ?=
 OUT     ?=
 FILE    ?=
 MSG     ?=
+# Kaggle configuration (README "Kaggle workflow"); KAGGLE_USERNAME defaults to kaggle.json's username.
+ACCELERATOR       ?= NvidiaTeslaT4
+MARS_COMPETITION  ?= an-2-dl-2024-2025-homework-2
+CELLS_COMPETITION ?=
+CELLS_DATASETS    ?=
+MARS_DATASETS     ?=
+INTERNET          ?= true
+export ACCELERATOR MARS_COMPETITION CELLS_COMPETITION CELLS_DATASETS MARS_DATASETS INTERNET
 
 .PHONY: help demo test lint bench synth bundle push-cells push-mars status wait \
         output-cells output-mars submit run-cells-local run-mars-local clean
@@ -27,6 +35,8 @@ help:
 	@echo "make output-cells | output-mars download the kernel outputs into submissions/<task>/v<N>/"
 	@echo "make submit TASK=mars [FILE=..] [MSG=..]  validate and submit"
 	@echo "make run-cells-local | run-mars-local     run the bundled kernel here (DATA=DIR OUT=DIR PROFILE=..)"
+	@echo "  Kaggle settings: KAGGLE_USERNAME ACCELERATOR=$(ACCELERATOR) MARS_COMPETITION=$(MARS_COMPETITION)"
+	@echo "                   CELLS_COMPETITION CELLS_DATASETS MARS_DATASETS INTERNET=$(INTERNET)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
