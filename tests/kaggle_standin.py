@@ -1,0 +1,248 @@
+"""A loopback stand-in for the part of the Kaggle API that the kit's Kaggle loop uses.
+
+The real `kaggle` client (2.2.x with kagglesdk 0.1.x) sends every call as
+`POST <base>/v1/<service>/<Method>` with a camelCase JSON body. With `KAGGLE_API_ENVIRONMENT=LOCALHOST`
+its base is `http://localhost/api`; with `HTTP_PROXY=http://127.0.0.1:<port>` and `NO_PROXY=` every plain
+HTTP request, including the signed download and upload URLs this stand-in hands out, reaches this server as a
+proxy request (absolute URL in the request line), so the server can listen on any free loopback port.
+`client_env()` builds exactly that environment for a subprocess.
+
+Implemented: SaveKernel, GetKernelSessionStatus, ListKernelSessionOutput (+ the signed file URLs),
+StartSubmissionUpload, the upload `PUT`, CreateSubmission. Every request is recorded in `requests`.
+Failure switches:
+  `fail[name] = (http_status, body)`  answer `name` with that status (body: dict -> JSON, str -> text);
+  `extra[name] = {...}`               merge fields into a 200 reply (e.g. SaveKernel's `error`).
+Names are the RPC method names plus "download" (signed output URLs) and "upload" (the PUT).
+
+The server binds 127.0.0.1 only, serves from a daemon thread, refuses requests past `max_requests`, and
+shuts itself down after `timeout_s` or when the `with` block ends.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+PUBLIC_BASE = "http://localhost"  # what the client believes it talks to; the proxy route brings it here
+RPC_PREFIXES = ("/api/v1/kernels.KernelsApiService/", "/api/v1/competitions.CompetitionApiService/")
+SIGNED_PREFIX = "/signed-output/"
+UPLOAD_PREFIX = "/signed-upload/"
+FAKE_USERNAME = "standin-user"
+FAKE_KEY = "f4k3-k3y-0123456789abcdef0123456789"  # must never show up in a bundle or in any output
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+@dataclass
+class Recorded:
+    """One request as the stand-in received it."""
+
+    name: str  # RPC method name, "download", "upload" or "other"
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> dict:
+        return json.loads(self.body or b"{}")
+
+
+@dataclass
+class KaggleStandIn:
+    """The fake server's state: scripted replies, failure switches and the recorded requests."""
+
+    username: str = FAKE_USERNAME
+    key: str = FAKE_KEY
+    statuses: list[str] = field(default_factory=lambda: ["RUNNING", "COMPLETE"])
+    failure_message: str | None = None
+    outputs: dict[str, bytes] = field(default_factory=dict)
+    log: str = ""
+    timeout_s: float = 120.0
+    max_requests: int = 500
+    fail: dict[str, tuple[int, object]] = field(default_factory=dict)
+    extra: dict[str, dict] = field(default_factory=dict)
+    requests: list[Recorded] = field(default_factory=list)
+    uploads: dict[str, bytes] = field(default_factory=dict)
+    version: int = 0
+
+    # ---- lifecycle -------------------------------------------------------------------------------------
+    def __enter__(self) -> KaggleStandIn:
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+        self._thread.start()
+        self._timer = threading.Timer(self.timeout_s, self.stop)
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._timer.cancel()
+        if self._thread.is_alive():
+            self._server.shutdown()
+        self._server.server_close()
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    @property
+    def proxy(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client_env(self, home: str | os.PathLike, base: dict[str, str] | None = None) -> dict[str, str]:
+        """An environment in which the real kaggle client talks to this stand-in and nothing else."""
+        env = {k: v for k, v in (os.environ if base is None else base).items()
+               if not k.startswith("KAGGLE_") and k.lower() not in PROXY_VARIABLES and k != "VERBOSE"}
+        config_dir = os.path.join(home, ".kaggle")
+        os.makedirs(config_dir, exist_ok=True)
+        env.update(HOME=str(home), KAGGLE_CONFIG_DIR=config_dir, KAGGLE_USERNAME=self.username,
+                   KAGGLE_KEY=self.key, KAGGLE_API_ENVIRONMENT="LOCALHOST",
+                   HTTP_PROXY=self.proxy, http_proxy=self.proxy,
+                   # An https request must not leave the machine either: the stand-in refuses CONNECT.
+                   HTTPS_PROXY=self.proxy, https_proxy=self.proxy, NO_PROXY="", no_proxy="")
+        return env
+
+    # ---- queries for tests -----------------------------------------------------------------------------
+    def calls(self, name: str) -> list[Recorded]:
+        return [r for r in self.requests if r.name == name]
+
+    def names(self) -> list[str]:
+        return [r.name for r in self.requests]
+
+    # ---- request handling ------------------------------------------------------------------------------
+    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes):
+        """Return (status, content_type, payload bytes) for one request."""
+        name = _request_name(method, path)
+        with self._lock:
+            self.requests.append(Recorded(name, method, path, headers, body))
+            if len(self.requests) > self.max_requests:
+                return _json(429, {"code": 429, "message": "stand-in request limit reached"})
+            if name in RPC_NAMES and not self._authorised(headers):
+                return _json(401, {"code": 401, "message": "Unauthenticated"})
+            if name in self.fail:
+                status, payload = self.fail[name]
+                return _json(status, payload) if isinstance(payload, dict) else _text(status, str(payload))
+            reply = getattr(self, f"_{name}", None)
+            if reply is None:
+                return _text(404, f"stand-in: no route for {method} {path}")
+            return reply(path, body)
+
+    def _authorised(self, headers: dict[str, str]) -> bool:
+        expected = base64.b64encode(f"{self.username}:{self.key}".encode()).decode()
+        return headers.get("authorization", "") == f"Basic {expected}"
+
+    def _SaveKernel(self, path, body):
+        request = json.loads(body)
+        self.version += 1
+        slug = request.get("slug", "")
+        reply = {"ref": f"/code/{slug}", "url": f"{PUBLIC_BASE}/code/{slug}", "versionNumber": self.version,
+                 "kernelId": 1}
+        return _json(200, {**reply, **self.extra.get("SaveKernel", {})})
+
+    def _GetKernelSessionStatus(self, path, body):
+        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        reply = {"status": status}
+        if status == "ERROR" and self.failure_message:
+            reply["failureMessage"] = self.failure_message
+        return _json(200, {**reply, **self.extra.get("GetKernelSessionStatus", {})})
+
+    def _ListKernelSessionOutput(self, path, body):
+        files = [{"fileName": name, "url": f"{PUBLIC_BASE}{SIGNED_PREFIX}{name}?X-Goog-Signature=standin"}
+                 for name in sorted(self.outputs)]
+        reply = {"files": files, "log": self.log}
+        return _json(200, {**reply, **self.extra.get("ListKernelSessionOutput", {})})
+
+    def _download(self, path, body):
+        name = path[len(SIGNED_PREFIX):]
+        if name not in self.outputs:
+            return _text(404, "NoSuchKey")
+        return 200, "application/octet-stream", self.outputs[name]
+
+    def _StartSubmissionUpload(self, path, body):
+        token = f"blob-token-{len(self.uploads) + 1}"
+        reply = {"token": token, "createUrl": f"{PUBLIC_BASE}{UPLOAD_PREFIX}{token}?upload_id=standin"}
+        return _json(200, {**reply, **self.extra.get("StartSubmissionUpload", {})})
+
+    def _upload(self, path, body):
+        self.uploads[path[len(UPLOAD_PREFIX):]] = body
+        return _json(200, {})
+
+    def _CreateSubmission(self, path, body):
+        request = json.loads(body)
+        if request.get("blobFileTokens") not in self.uploads:
+            return _json(400, {"code": 400, "message": "blob token does not name an upload"})
+        reply = {"message": f"Successfully submitted to {request.get('competitionName')}",
+                 "ref": len(self.uploads)}
+        return _json(200, {**reply, **self.extra.get("CreateSubmission", {})})
+
+
+RPC_NAMES = ("SaveKernel", "GetKernelSessionStatus", "ListKernelSessionOutput", "StartSubmissionUpload",
+             "CreateSubmission")
+
+
+def _request_name(method: str, path: str) -> str:
+    for prefix in RPC_PREFIXES:
+        if method == "POST" and path.startswith(prefix):
+            return path[len(prefix):]
+    if method == "GET" and path.startswith(SIGNED_PREFIX):
+        return "download"
+    if method == "PUT" and path.startswith(UPLOAD_PREFIX):
+        return "upload"
+    return "other"
+
+
+def _json(status: int, payload: dict):
+    return status, "application/json", json.dumps(payload).encode()
+
+
+def _text(status: int, payload: str):
+    return status, "text/plain", payload.encode()
+
+
+def _handler_class(standin: KaggleStandIn):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _body(self) -> bytes:
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                chunks = []
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0], 16)
+                    chunk = self.rfile.read(size + 2)[:size]
+                    if size == 0:
+                        return b"".join(chunks)
+                    chunks.append(chunk)
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+        def _serve(self) -> None:
+            path = urlsplit(self.path).path  # proxy requests carry an absolute URL
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            status, content_type, payload = standin.handle(self.command, path, headers, self._body())
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = do_PUT = _serve
+
+        def do_CONNECT(self) -> None:  # an https request: record it and refuse, nothing leaves loopback
+            standin.requests.append(Recorded("connect", "CONNECT", self.path, {}, b""))
+            self.send_response(403)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:  # keep test output clean
+            pass
+
+    return Handler

@@ -1,0 +1,280 @@
+"""The bundler: deterministic self-contained kernel scripts, their metadata, and running them without the kit."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import pytest
+from slugify import slugify
+
+from an2dl_kit import __version__, bundle
+from an2dl_kit.bundle import (
+    KIT_PACKAGE,
+    check_no_credentials,
+    git_state,
+    kernel_config,
+    render_script,
+    repo_root,
+    write_bundle,
+)
+from an2dl_kit.errors import KitError
+from an2dl_kit.submission import check_submission, count_test_rows
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_FILES = {"cells": "cells/test_set.npz", "mars": "mars/mars_for_students.npz"}
+FAKE_KEY = "0123456789abcdef-not-a-real-kaggle-key"
+
+
+def require_task(task: str) -> None:
+    if importlib.util.find_spec(f"{KIT_PACKAGE}.tasks.{task}") is None:
+        pytest.skip(f"{KIT_PACKAGE}.tasks.{task} not written yet")
+
+
+def embedded(script: str) -> tuple[dict, dict]:
+    """(KIT_SOURCES, PROVENANCE) read back from a bundled script without running it."""
+    values = {}
+    for node in ast.parse(script).body:
+        if isinstance(node, ast.Assign) and node.targets[0].id in ("KIT_SOURCES", "PROVENANCE"):
+            values[node.targets[0].id] = ast.literal_eval(node.value)
+    return values["KIT_SOURCES"], values["PROVENANCE"]
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    """No Kaggle settings from the machine: a bare HOME and only the variables a test sets."""
+    for name in list(os.environ):
+        if name.startswith("KAGGLE_") or name in bundle.SETTINGS:
+            monkeypatch.delenv(name)
+    (tmp_path / "home").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return monkeypatch
+
+
+# ---- the script -------------------------------------------------------------------------------------------
+def test_bundle_twice_is_byte_identical(clean_env, tmp_path):
+    require_task("cells")
+    first = write_bundle("cells", "smoke", tmp_path / "a")
+    second = write_bundle("cells", "smoke", tmp_path / "b")
+    assert first.script.read_bytes() == second.script.read_bytes()
+    assert first.metadata.read_bytes() == second.metadata.read_bytes()
+    assert str(tmp_path) not in first.script.read_text()  # no absolute paths of the build machine
+
+
+def test_bundle_embeds_every_kit_module_verbatim_then_main(clean_env, tmp_path):
+    require_task("cells")
+    script = write_bundle("cells", "kaggle", tmp_path).script.read_text()
+    sources, prov = embedded(script)
+    on_disk = sorted(p.relative_to(REPO).as_posix() for p in (REPO / KIT_PACKAGE).rglob("*.py")
+                     if "__pycache__" not in p.parts)
+    assert list(sources) == on_disk
+    for path, text in sources.items():
+        assert text == "\n" + (REPO / path).read_text()
+    main = (REPO / "kernels" / "cells" / "main.py").read_text()
+    assert script.endswith("\n" + main)
+    commit, dirty = git_state(REPO)
+    assert (prov["version"], prov["commit"], prov["dirty"]) == (__version__, commit, dirty)
+    assert (prov["task"], prov["profile"], prov["config"]["seed"]) == ("cells", "kaggle", 42)
+    assert prov["kernel"]["accelerator"] == "NvidiaTeslaT4"
+
+
+def test_bundle_holds_no_environment_value_or_credential(clean_env, tmp_path):
+    require_task("cells")
+    clean_env.setenv("KAGGLE_KEY", FAKE_KEY)
+    clean_env.setenv("AN2DL_TEST_MARKER", "marker-value-from-the-environment")
+    config_dir = tmp_path / "home" / ".kaggle"
+    config_dir.mkdir()
+    (config_dir / "kaggle.json").write_text(json.dumps({"username": "someone", "key": FAKE_KEY[::-1]}))
+    result = write_bundle("cells", "smoke", tmp_path / "out")
+    text = result.script.read_text() + result.metadata.read_text()
+    for value in (FAKE_KEY, FAKE_KEY[::-1], "marker-value-from-the-environment", str(Path.home())):
+        assert value not in text
+    assert result.ref == "someone/an2dl-blood-cells"
+
+
+def test_credential_in_the_text_is_refused_without_showing_it():
+    with pytest.raises(KitError) as error:
+        check_no_credentials(f"x = {FAKE_KEY!r}", "build/kernels/cells/kernel.py", {"KAGGLE_KEY": FAKE_KEY})
+    assert "kernel.py: contains a Kaggle credential value" in str(error.value)
+    assert FAKE_KEY not in str(error.value)
+
+
+def test_module_that_cannot_be_a_raw_string_is_named():
+    sources = {"an2dl_kit/bad.py": "a = '''x'''\nb = \"\"\"y\"\"\"\n"}
+    prov = {"profile": "smoke", "version": "0", "commit": None, "dirty": True, "sources_sha256": "0" * 64}
+    with pytest.raises(KitError, match="an2dl_kit/bad.py: cannot be embedded"):
+        render_script("cells", "kernels/cells/main.py", "print(1)\n", sources, prov)
+    with pytest.raises(KitError, match="kernels/cells/main.py: `from __future__`"):
+        render_script("cells", "kernels/cells/main.py", "from __future__ import annotations\n", {}, prov)
+
+
+def test_embedded_kit_wins_over_an_installed_one_and_shows_its_source(tmp_path):
+    """An installed `an2dl_kit` on sys.path is ignored; inspect (autograph's source) sees the embedded text."""
+    shadow = tmp_path / "shadow" / KIT_PACKAGE
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("__version__ = 'shadow'\n")
+    main = ("import inspect\nimport an2dl_kit\nfrom an2dl_kit.errors import KitError\n"
+            "print(an2dl_kit.__version__, an2dl_kit.__file__)\nprint(inspect.getsource(KitError))\n")
+    sources = bundle.kit_sources(repo_root())
+    prov = {"profile": "smoke", "version": "0", "commit": None, "dirty": True, "sources_sha256": "0" * 64}
+    script = tmp_path / "kernel.py"
+    script.write_text(render_script("cells", "kernels/cells/main.py", main, sources, prov))
+    env = {**os.environ, "PYTHONPATH": str(shadow.parent)}
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    first, *rest = result.stdout.splitlines()
+    assert first == f"{__version__} an2dl-kit-bundle/an2dl_kit/__init__.py"
+    assert rest[0] == "class KitError(Exception):"
+
+
+# ---- metadata and configuration ---------------------------------------------------------------------------
+@pytest.mark.parametrize("task", ["cells", "mars"])
+def test_metadata_defaults(clean_env, tmp_path, task):
+    require_task(task)
+    clean_env.setenv("KAGGLE_USERNAME", "alice")
+    meta = json.loads(write_bundle(task, "kaggle", tmp_path).metadata.read_text())
+    owner, slug = meta["id"].split("/")
+    assert owner == "alice" and slugify(meta["title"]) == slug
+    assert (meta["language"], meta["kernel_type"], meta["code_file"]) == ("python", "script", "kernel.py")
+    assert meta["is_private"] is True and meta["enable_gpu"] is True and meta["enable_tpu"] is False
+    assert meta["machine_shape"] == "NvidiaTeslaT4" and meta["enable_internet"] is True
+    expected = ["an-2-dl-2024-2025-homework-2"] if task == "mars" else []
+    assert meta["competition_sources"] == expected and meta["dataset_sources"] == []
+
+
+def test_metadata_follows_configuration(clean_env, tmp_path):
+    require_task("mars")
+    clean_env.setenv("MARS_COMPETITION", "my-private-copy")
+    clean_env.setenv("MARS_DATASETS", "alice/convnext-weights, alice/mars-extra")
+    clean_env.setenv("INTERNET", "false")
+    clean_env.setenv("ACCELERATOR", "none")
+    meta = json.loads(write_bundle("mars", "kaggle", tmp_path).metadata.read_text())
+    assert meta["competition_sources"] == ["my-private-copy"]
+    assert meta["dataset_sources"] == ["alice/convnext-weights", "alice/mars-extra"]
+    assert meta["enable_internet"] is False and meta["enable_gpu"] is False and "machine_shape" not in meta
+    assert meta["id"] == "USERNAME/an2dl-mars-terrain"
+
+
+@pytest.mark.parametrize("name, value, shown", [
+    ("INTERNET", "maybe", "INTERNET: 'maybe'"),
+    ("CELLS_DATASETS", "not a dataset", "CELLS_DATASETS: 'not'"),
+    ("CELLS_TEST_ROWS", "ten", "CELLS_TEST_ROWS: 'ten'"),
+])
+def test_bad_configuration_is_one_line_error(name, value, shown):
+    with pytest.raises(KitError, match=shown):
+        kernel_config("cells", {name: value})
+
+
+def test_configuration_defaults():
+    assert kernel_config("mars", {}) == bundle.KernelConfig(
+        task="mars", competition="an-2-dl-2024-2025-homework-2", datasets=(), accelerator="NvidiaTeslaT4",
+        internet=True, test_rows=10022)
+    assert kernel_config("cells", {"CELLS_TEST_ROWS": ""}).test_rows is None
+
+
+# ---- running the bundle without the kit -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def python_without_kit(tmp_path_factory) -> Path:
+    """A throwaway venv that sees the kit's dependencies (.venv's site-packages via a .pth line, which adds
+    the folder without running its .pth files, so the editable install's finder stays off) but not the kit."""
+    venv = tmp_path_factory.mktemp("nokit") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    Path(site, "kit-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    probe = subprocess.run([python, "-I", "-c", "import keras, albumentations, pandas; import an2dl_kit"],
+                           capture_output=True, text=True, timeout=120)
+    assert "No module named 'an2dl_kit'" in probe.stderr
+    return python
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["cells", "mars"])
+def test_bundled_kernel_runs_without_the_kit_and_writes_a_valid_submission(
+        clean_env, tmp_path, synthetic_dir, python_without_kit, task):
+    require_task(task)
+    build = subprocess.run([sys.executable, "-m", "an2dl_kit", "bundle", "--task", task, "--profile", "smoke",
+                            "--out", str(tmp_path / "build")], capture_output=True, text=True, timeout=120)
+    assert build.returncode == 0, build.stderr
+    empty, out = tmp_path / "empty", tmp_path / "working"
+    empty.mkdir()
+    env = {**os.environ, "AN2DL_INPUT": str(synthetic_dir), "AN2DL_OUTPUT": str(out),
+           "CUDA_VISIBLE_DEVICES": ""}
+    start = time.monotonic()
+    result = subprocess.run([python_without_kit, "-I", str(tmp_path / "build" / task / "kernel.py")],
+                            cwd=empty, env=env, capture_output=True, text=True, timeout=600)
+    seconds = time.monotonic() - start
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.startswith(f"an2dl-kit {__version__} | commit ")
+    rows = count_test_rows(task, synthetic_dir / TEST_FILES[task])
+    assert f"OK, {task}, {rows} rows" in check_submission(out / "submission.csv", task, rows)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["provenance"]["profile"] == "smoke" and metrics["provenance"]["task"] == task
+    assert list(empty.iterdir()) == []
+    print(f"{task} smoke kernel: {seconds:.1f} s")
+
+
+def test_run_local_refuses_a_foreign_nonempty_folder(clean_env, tmp_path, synthetic_dir):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(KitError, match="not empty and not made by `an2dl run-local`"):
+        bundle.run_local("cells", "smoke", synthetic_dir, out)
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.slow
+def test_run_local_cli_lays_out_inputs_and_keeps_outputs(clean_env, tmp_path, synthetic_dir, capsys):
+    require_task("cells")
+    out = tmp_path / "run-local"
+
+    class Args:
+        task, profile, data = "cells", "smoke", synthetic_dir
+
+    Args.out = out
+    assert bundle.run_local_cli(Args) == 0
+    printed = capsys.readouterr().out
+    assert "cells kernel finished; " in printed and "  submission.csv (" in printed
+    rows = count_test_rows("cells", synthetic_dir / TEST_FILES["cells"])
+    check_submission(out / "submission.csv", "cells", rows)
+    assert (out / bundle.RUN_LOCAL_MARKER).exists()
+
+
+def test_run_local_empties_only_its_own_earlier_outputs(tmp_path):
+    out = tmp_path / "run-local"
+    bundle._prepare_output(out)
+    (out / "stale.csv").write_text("from the previous run")
+    bundle._prepare_output(out)
+    assert sorted(p.name for p in out.iterdir()) == [bundle.RUN_LOCAL_MARKER]
+
+
+def test_git_state_counts_edits_untracked_and_ignored_modules_as_dirty(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True, timeout=30)
+
+    (tmp_path / KIT_PACKAGE).mkdir()
+    (tmp_path / "kernels").mkdir()
+    (tmp_path / KIT_PACKAGE / "a.py").write_text("A = 1\n")
+    (tmp_path / ".gitignore").write_text("__pycache__/\nignored.py\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
+    commit, dirty = git_state(tmp_path)
+    assert len(commit) == 40 and dirty is False
+    (tmp_path / KIT_PACKAGE / "__pycache__").mkdir()
+    (tmp_path / KIT_PACKAGE / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"\0")
+    assert git_state(tmp_path) == (commit, False)
+    (tmp_path / KIT_PACKAGE / "ignored.py").write_text("B = 2\n")
+    assert git_state(tmp_path) == (commit, True)
+    (tmp_path / KIT_PACKAGE / "ignored.py").unlink()
+    (tmp_path / KIT_PACKAGE / "a.py").write_text("A = 2\n")
+    assert git_state(tmp_path) == (commit, True)
