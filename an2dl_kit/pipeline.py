@@ -79,6 +79,11 @@ class Batches(keras.utils.PyDataset):
             return x, y
         return self.transform(x, y, self.batch_rng(index))
 
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next batches those of `epoch` (a run resumed at epoch k replays epoch k, not epoch 0)."""
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self._order = self._epoch_order()
+
     def on_epoch_end(self) -> None:
-        self.epoch += 1
-        self._order = self._epoch_order()
+        self.set_epoch(self.epoch + 1)

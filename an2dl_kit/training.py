@@ -140,6 +140,17 @@ class _BestKeeper(keras.callbacks.Callback):
                 self.model.save(tmp)
 
 
+class _EpochSync(keras.callbacks.Callback):
+    """Tell the training batches which epoch starts; Keras starts their loader just after this callback."""
+
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches.set_epoch(epoch)
+
+
 class _HistoryRecorder(keras.callbacks.Callback):
     """Append one row per epoch to history.csv (rows of epochs a resumed run repeats are replaced)."""
 
@@ -250,6 +261,8 @@ def fit_phase(
         budget,
         *callbacks,
     ]
+    if hasattr(train, "set_epoch"):
+        all_callbacks.append(_EpochSync(train))
     log(f"phase {name}: up to {epochs} epochs, monitoring {monitor} ({mode})")
     start = time.monotonic()
     x, y = train if isinstance(train, tuple) else (train, None)
@@ -257,6 +270,8 @@ def fit_phase(
         x,
         y,
         validation_data=val,
+        # Batches shuffle themselves from their seed; Keras would reorder them from the global NumPy state.
+        shuffle=not isinstance(train, keras.utils.PyDataset),
         epochs=epochs,
         class_weight=class_weight,
         callbacks=all_callbacks,

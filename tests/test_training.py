@@ -139,3 +139,24 @@ def test_learning_curves_png(tmp_path):
     assert list(pd.read_csv(tmp_path / "history.csv")["phase"]) == ["p1", "p1", "p2", "p2"]
     done = json.loads((tmp_path / "backup" / "p2" / "done.json").read_text())
     assert done["epochs_run"] == 2
+
+
+def test_resumed_run_replays_the_epochs_it_replaces(tmp_path):
+    from an2dl_kit.pipeline import Batches
+
+    def jitter(x, y, rng):
+        return x + rng.normal(scale=0.5, size=x.shape).astype("float32"), y
+
+    def run(out_dir, callbacks=()):
+        x, y = data()
+        batches = Batches(x, y, batch_size=16, transform=jitter, seed=3)
+        return fit_phase(tiny_model(), batches, (x[:32], y[:32]), name="p1", epochs=3, out_dir=out_dir,
+                         patience=10, verbose=0, callbacks=callbacks)
+
+    run(tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "resumed", callbacks=(StopAtEpoch(1),))
+    run(tmp_path / "resumed")
+    straight = pd.read_csv(tmp_path / "straight" / "history.csv")
+    resumed = pd.read_csv(tmp_path / "resumed" / "history.csv")
+    np.testing.assert_allclose(resumed["loss"], straight["loss"], rtol=1e-5)
