@@ -1,0 +1,329 @@
+"""Augmentation for the blood-cell classifier (albumentations 2.0.8, every pipeline `strict=True`).
+
+Pipelines (name -> factory in `PIPELINES`):
+- `randaugment1`, `randaugment2`: RandAugment-style, one or two ops per image drawn from the reference
+  solution's pool (colour, geometry, cutout, grid mask, sharpness, hue, channel shuffle and shift,
+  jittered resize).
+- `reference`: the union of the two (each image goes through one of them), as the reference solution
+  trained on both augmented copies.
+- `robust`: aimed at the course's shifted hidden test set: cell-preserving geometry (the dihedral group,
+  small affine jitter), a global colour shift (brightness, contrast, saturation, hue, gamma, grey), then up
+  to two degradations from blur, JPEG, pixelation/downscale, noise, and stain- and bubble-like artefacts
+  (`Stains`, `Bubbles`).
+- `none`: identity.
+
+Batch-level CutMix and MixUp (`cutmix`, `mixup`) act on one-hot labels after the per-image pipeline.
+`CellsAugment` ties both into the batch transform that `pipeline.Batches` calls with a per-batch seeded
+generator, and adds per-sample class weights computed from the (possibly mixed) labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import albumentations as A
+import cv2
+import numpy as np
+from albumentations.core.transforms_interface import BaseTransformInitSchema
+from pydantic import AfterValidator
+
+from an2dl_kit.augment.common import SeededCompose
+
+IMAGE_SIDE = 96
+NUM_CLASSES = 8
+# Colours of the stain-like artefacts (RGB): haematoxylin purple, eosin pink, dried-dye brown, methylene blue.
+STAIN_COLOURS = ((110, 40, 140), (220, 90, 150), (150, 100, 50), (60, 80, 170))
+# Coarseness of the grids the artefacts are drawn on (stains are smooth; bubble rims need finer detail).
+STAIN_GRID, BUBBLE_GRID = 4, 2
+
+
+def _ordered(bounds: tuple[float, float]) -> tuple[float, float]:
+    if bounds[0] > bounds[1]:
+        raise ValueError(f"range must be (low, high), got {bounds}")
+    return bounds
+
+
+# --- artefacts --------------------------------------------------------------------------------------------
+
+
+def _grid(height: int, width: int, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates, in full-resolution units, of a grid `factor` times coarser."""
+    yy, xx = np.mgrid[0:height // factor, 0:width // factor].astype(np.float32)
+    return (yy + 0.5) * factor - 0.5, (xx + 0.5) * factor - 0.5
+
+
+def _upsample(field: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Smooth artefact fields are drawn on a coarse grid (a 16th or a 4th of the work) and resized up."""
+    if field.shape[:2] == (height, width):
+        return field
+    return cv2.resize(field, (width, height), interpolation=cv2.INTER_LINEAR).reshape(height, width, -1)
+
+
+class Stains(A.ImageOnlyTransform):
+    """Translucent dye blotches: soft-edged ellipses that absorb light in a stain colour.
+
+    The blend is multiplicative (transmitted light through a dye layer), so dark nuclei stay dark and the
+    pale background takes the stain's hue.
+
+    Args:
+        count_range: how many blotches.
+        radius_range: blotch semi-axes as fractions of the image side.
+        opacity_range: peak absorbance of a blotch, 0 (invisible) to 1 (full dye colour).
+        p: probability of applying the transform.
+    """
+
+    class InitSchema(BaseTransformInitSchema):
+        count_range: Annotated[tuple[int, int], AfterValidator(_ordered)]
+        radius_range: Annotated[tuple[float, float], AfterValidator(_ordered)]
+        opacity_range: Annotated[tuple[float, float], AfterValidator(_ordered)]
+
+    def __init__(self, count_range=(1, 3), radius_range=(0.08, 0.35), opacity_range=(0.2, 0.7), p: float = 0.5):
+        super().__init__(p=p)
+        self.count_range = count_range
+        self.radius_range = radius_range
+        self.opacity_range = opacity_range
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        rng = self.random_generator
+        height, width = params["shape"][:2]
+        yy, xx = _grid(height, width, STAIN_GRID)
+        k = int(rng.integers(self.count_range[0], self.count_range[1] + 1))
+        cy, cx = rng.uniform(0, height, (k, 1, 1)), rng.uniform(0, width, (k, 1, 1))
+        ry = rng.uniform(*self.radius_range, (k, 1, 1)) * height
+        rx = rng.uniform(*self.radius_range, (k, 1, 1)) * width
+        angle = rng.uniform(0, np.pi, (k, 1, 1))
+        colour = np.asarray(STAIN_COLOURS, np.float32)[rng.integers(len(STAIN_COLOURS), size=k)] / 255.0
+        opacity = rng.uniform(*self.opacity_range, k)
+        dy, dx = yy - cy, xx - cx
+        u = (dx * np.cos(angle) + dy * np.sin(angle)) / rx
+        v = (-dx * np.sin(angle) + dy * np.cos(angle)) / ry
+        blobs = np.exp(-(u * u + v * v) ** 1.5)  # flatter top and softer edge than a Gaussian
+        absorbance = np.einsum("khw,kc->hwc", blobs, opacity[:, None] * (1.0 - colour))
+        transmission = np.clip(1.0 - absorbance, 0.0, 1.0).astype(np.float32)
+        return {"transmission": _upsample(transmission, height, width)}
+
+    def apply(self, img: np.ndarray, transmission: np.ndarray, **params: Any) -> np.ndarray:
+        return np.clip(img * transmission, 0, 255).astype(img.dtype)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("count_range", "radius_range", "opacity_range")
+
+
+class Bubbles(A.ImageOnlyTransform):
+    """Air bubbles in the mounting medium: a dark refractive rim around a slightly brightened disc.
+
+    Args:
+        count_range: how many bubbles.
+        radius_range: bubble radii as fractions of the image side.
+        rim_darkness_range: how much light the rim blocks at its centre line (0..1).
+        p: probability of applying the transform.
+    """
+
+    class InitSchema(BaseTransformInitSchema):
+        count_range: Annotated[tuple[int, int], AfterValidator(_ordered)]
+        radius_range: Annotated[tuple[float, float], AfterValidator(_ordered)]
+        rim_darkness_range: Annotated[tuple[float, float], AfterValidator(_ordered)]
+
+    def __init__(self, count_range=(1, 4), radius_range=(0.06, 0.3), rim_darkness_range=(0.25, 0.7),
+                 p: float = 0.5):
+        super().__init__(p=p)
+        self.count_range = count_range
+        self.radius_range = radius_range
+        self.rim_darkness_range = rim_darkness_range
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        rng = self.random_generator
+        height, width = params["shape"][:2]
+        yy, xx = _grid(height, width, BUBBLE_GRID)
+        k = int(rng.integers(self.count_range[0], self.count_range[1] + 1))
+        cy, cx = rng.uniform(0, height, (k, 1, 1)), rng.uniform(0, width, (k, 1, 1))
+        radius = rng.uniform(*self.radius_range, (k, 1, 1)) * min(height, width)
+        rim_width = np.maximum(float(BUBBLE_GRID), 0.12 * radius)
+        darkness = rng.uniform(*self.rim_darkness_range, (k, 1, 1))
+        brightening = rng.uniform(0.1, 0.35, (k, 1, 1))
+        distance = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
+        rim = np.exp(-(((distance - radius) / rim_width) ** 2))
+        gain = np.prod(1.0 - darkness * rim, axis=0).astype(np.float32)
+        lift = np.max(brightening * (distance < radius - rim_width), axis=0).astype(np.float32)
+        return {"gain": _upsample(gain, height, width), "lift": _upsample(lift, height, width)}
+
+    def apply(self, img: np.ndarray, gain: np.ndarray, lift: np.ndarray, **params: Any) -> np.ndarray:
+        pixels = img.astype(np.float32)
+        out = (pixels + (255.0 - pixels) * lift) * gain
+        return np.clip(out, 0, 255, out=out).astype(img.dtype)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("count_range", "radius_range", "rim_darkness_range")
+
+
+# --- per-image pipelines ------------------------------------------------------------------------------------
+
+
+def randaugment_ops(side: int = IMAGE_SIDE) -> list:
+    """The reference solution's RandAugment-style op pool; each op applies when drawn."""
+    return [
+        A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.0, p=1.0),
+        A.Affine(rotate=(-30, 30), translate_percent=(-0.1, 0.1), scale=(0.85, 1.15), shear=(-10, 10),
+                 border_mode=cv2.BORDER_REFLECT_101, p=1.0),
+        A.SquareSymmetry(p=1.0),
+        A.CoarseDropout(num_holes_range=(1, 4), hole_height_range=(0.1, 0.25), hole_width_range=(0.1, 0.25),
+                        fill=0, p=1.0),
+        A.GridDropout(ratio=0.3, unit_size_range=(12, 24), fill=0, p=1.0),
+        A.Sharpen(alpha=(0.2, 0.6), lightness=(0.8, 1.2), p=1.0),
+        A.HueSaturationValue(hue_shift_limit=15, sat_shift_limit=25, val_shift_limit=15, p=1.0),
+        A.ChannelShuffle(p=1.0),
+        A.RGBShift(r_shift_limit=25, g_shift_limit=25, b_shift_limit=25, p=1.0),
+        A.RandomResizedCrop(size=(side, side), scale=(0.7, 1.0), ratio=(0.85, 1.18), p=1.0),
+    ]
+
+
+def colour_shift_ops() -> list:
+    """Global photometric shifts (staining batches, lamps, cameras, white balance); each has p=1 and the
+    pipeline applies one of them."""
+    return [
+        A.ColorJitter(brightness=(0.5, 1.5), contrast=(0.3, 1.5), saturation=(0.1, 4.0), hue=(-0.06, 0.06),
+                      p=1.0),
+        A.HueSaturationValue(hue_shift_limit=12, sat_shift_limit=(-80, 80), val_shift_limit=(-70, 50), p=1.0),
+        A.RandomGamma(gamma_limit=(50, 200), p=1.0),
+        A.ToGray(p=1.0),
+    ]
+
+
+def corruption_ops() -> list:
+    """Degradations like the shifted hidden test set's: blur, compression, resolution loss, sensor noise and
+    slide artefacts. Each has p=1; the pipeline decides how many apply."""
+    return [
+        A.OneOf([
+            A.GaussianBlur(blur_limit=(3, 9), sigma_limit=(0.5, 3.0), p=1.0),
+            A.MotionBlur(blur_limit=(3, 9), p=1.0),
+            A.Defocus(radius=(2, 5), alias_blur=(0.1, 0.4), p=1.0),
+        ], p=1.0),
+        A.ImageCompression(quality_range=(5, 40), p=1.0),
+        A.Downscale(scale_range=(0.2, 0.6), interpolation_pair={"downscale": cv2.INTER_AREA,
+                                                                "upscale": cv2.INTER_NEAREST}, p=1.0),
+        A.GaussNoise(std_range=(0.02, 0.12), p=1.0),
+        Stains(p=1.0),
+        Bubbles(p=1.0),
+    ]
+
+
+def none_pipeline() -> A.Compose:
+    return A.Compose([], strict=True)
+
+
+def randaugment(n_ops: int, side: int = IMAGE_SIDE) -> A.Compose:
+    return A.Compose([A.SomeOf(randaugment_ops(side), n=n_ops, replace=False, p=1.0)], strict=True)
+
+
+def reference_pipeline() -> A.Compose:
+    return A.Compose([A.OneOf([
+        A.SomeOf(randaugment_ops(), n=1, replace=False, p=1.0),
+        A.SomeOf(randaugment_ops(), n=2, replace=False, p=1.0),
+    ], p=1.0)], strict=True)
+
+
+def robust_pipeline(colour_p: float = 0.8, corruption_p: float = 0.7, corruption_op_p: float = 0.6) -> A.Compose:
+    """Geometry that keeps a cell a cell; with `colour_p` one global colour shift; with `corruption_p` two
+    draws from `corruption_ops`, each applied with `corruption_op_p` (0, 1 or 2 degradations per image).
+
+    Some images stay clean on purpose: the model must still see the undistorted data, and BatchNorm's
+    statistics then cover both."""
+    corruptions = corruption_ops()
+    for op in corruptions:
+        op.p = corruption_op_p
+    return A.Compose([
+        A.SquareSymmetry(p=1.0),
+        A.Affine(rotate=(-20, 20), translate_px=(-6, 6), scale=(0.9, 1.1), border_mode=cv2.BORDER_REFLECT_101,
+                 p=0.5),
+        A.OneOf(colour_shift_ops(), p=colour_p),
+        A.SomeOf(corruptions, n=2, replace=False, p=corruption_p),
+    ], strict=True)
+
+
+PIPELINES: dict[str, Callable[[], A.Compose]] = {
+    "none": none_pipeline,
+    "randaugment1": lambda: randaugment(1),
+    "randaugment2": lambda: randaugment(2),
+    "reference": reference_pipeline,
+    "robust": robust_pipeline,
+}
+
+
+# --- batch mixing -----------------------------------------------------------------------------------------
+
+
+def mixup(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, alpha: float = 0.2):
+    """Blend every sample with a random partner: lambda ~ Beta(alpha, alpha), one per sample."""
+    lam = rng.beta(alpha, alpha, size=len(x)).astype(np.float32)
+    partner = rng.permutation(len(x))
+    mixed_x = lam[:, None, None, None] * x + (1 - lam[:, None, None, None]) * x[partner]
+    mixed_y = lam[:, None] * y + (1 - lam[:, None]) * y[partner]
+    return mixed_x.astype(np.float32), mixed_y.astype(np.float32)
+
+
+def cutmix(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, alpha: float = 1.0):
+    """Paste a random box of a partner sample into each sample; labels mix by the pasted area."""
+    n, height, width = x.shape[:3]
+    partner = rng.permutation(n)
+    mixed_x = x.astype(np.float32, copy=True)
+    area = np.zeros(n, np.float32)
+    for i, lam in enumerate(rng.beta(alpha, alpha, size=n)):
+        box_h, box_w = int(height * np.sqrt(1 - lam)), int(width * np.sqrt(1 - lam))
+        top, left = rng.integers(0, height - box_h + 1), rng.integers(0, width - box_w + 1)
+        mixed_x[i, top:top + box_h, left:left + box_w] = x[partner[i], top:top + box_h, left:left + box_w]
+        area[i] = box_h * box_w / (height * width)
+    mixed_y = (1 - area[:, None]) * y + area[:, None] * y[partner]
+    return mixed_x, mixed_y.astype(np.float32)
+
+
+def mix_batch(x, y, rng, cutmix_p: float = 0.0, mixup_p: float = 0.0):
+    """Apply CutMix with probability `cutmix_p`, else MixUp with `mixup_p`, else nothing (whole batch)."""
+    draw = rng.random()
+    if draw < cutmix_p:
+        return cutmix(x, y, rng)
+    if draw < cutmix_p + mixup_p:
+        return mixup(x, y, rng)
+    return x.astype(np.float32), y
+
+
+# --- the batch transform ----------------------------------------------------------------------------------
+
+
+class CellsAugment:
+    """`(images, integer labels, rng) -> (float32 images 0-255, one-hot labels, sample weights)`.
+
+    Args:
+        pipeline: a key of `PIPELINES`.
+        class_weights: weight per class (sklearn's "balanced" in the task); each sample's weight is its
+            (mixed) label distribution dotted with it, so MixUp/CutMix samples weigh in proportion.
+            None gives every sample weight 1.
+        cutmix_p, mixup_p: per-batch probabilities of CutMix and of MixUp.
+        num_classes: width of the one-hot labels.
+    """
+
+    def __init__(self, pipeline: str = "robust", class_weights: np.ndarray | None = None,
+                 cutmix_p: float = 0.0, mixup_p: float = 0.0, num_classes: int = NUM_CLASSES):
+        if pipeline not in PIPELINES:
+            raise ValueError(f"unknown augmentation pipeline {pipeline!r}; choose one of {', '.join(PIPELINES)}")
+        self.pipeline = pipeline
+        self.images = SeededCompose(PIPELINES[pipeline]).images
+        self.class_weights = (np.ones(num_classes, np.float32) if class_weights is None
+                              else np.asarray(class_weights, np.float32))
+        self.cutmix_p, self.mixup_p = cutmix_p, mixup_p
+        self.num_classes = num_classes
+
+    def __call__(self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator):
+        images = self.images(x, rng) if self.pipeline != "none" else x
+        onehot = np.eye(self.num_classes, dtype=np.float32)[np.asarray(y).reshape(-1)]
+        images, onehot = mix_batch(images, onehot, rng, self.cutmix_p, self.mixup_p)
+        return images, onehot, onehot @ self.class_weights
+
+
+def preview(images: np.ndarray, pipeline: str, copies: int = 6, seed: int = 0) -> np.ndarray:
+    """`copies` augmented versions of each image: (len(images), copies, H, W, C), uint8; column 0 is the
+    original."""
+    augment = SeededCompose(PIPELINES[pipeline]).images
+    rng = np.random.default_rng(seed)
+    columns = [images] + [augment(images, rng) for _ in range(copies - 1)]
+    return np.stack(columns, axis=1)

@@ -1,0 +1,1 @@
+"""Speed and size benchmarks of the kit: `make bench` (`python -m bench`) prints one table."""

@@ -1,0 +1,115 @@
+"""Input-pipeline overhead: training throughput with the real input pipeline vs preloaded tensors.
+
+For each task, the `local` profile's model is built and compiled the way the task does it and fed two
+ways: the real pipeline (`pipeline.Batches` with the task's augmentation and the profile's worker
+threads) and tensors prepared beforehand (the same augmented batches, materialised once, served by a
+cached, prefetched `tf.data` pipeline). Both feeds train the same model: one epoch of each first (tracing,
+cache filling), then ROUNDS alternating timed epochs, so a change in the machine's load hits both alike;
+each feed's best epoch counts (other jobs only ever slow an epoch down). Throughput is wall-clock images
+per second. The ratio pipeline / preloaded is what the augmentation costs the training loop; the target
+is >= 0.9. On two CPU cores the augmentation threads compete with TensorFlow's compute for the same cores,
+which a GPU machine's spare CPU cores would not.
+
+Run alone: `python -m bench.hardware_pipeline`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+
+from bench.common import Row, fmt, main, progress, target_note
+
+PART = "pipeline"
+TARGET = 0.9
+STEPS = 6  # batches per epoch (cells)
+MARS_STEPS = 4  # the U-Net is ~10x slower per image on a CPU
+SEED = 0
+
+
+ROUNDS = 2
+
+
+def _materialise(batches) -> list[tuple]:
+    """Every batch of one epoch, as the pipeline produced it."""
+    return [batches[i] for i in range(batches.num_batches)]
+
+
+def _preloaded(prepared: list[tuple]):
+    import tensorflow as tf
+
+    columns = [np.concatenate([batch[k] for batch in prepared]) for k in range(len(prepared[0]))]
+    batch_size = len(prepared[0][0])
+    return tf.data.Dataset.from_tensor_slices(tuple(columns)).batch(batch_size).cache().prefetch(
+        tf.data.AUTOTUNE)
+
+
+def _epoch_seconds(model, data) -> float:
+    start = time.perf_counter()
+    model.fit(data, epochs=1, verbose=0)
+    return time.perf_counter() - start
+
+
+def overhead_row(task: str, model, batches, profile_note: str) -> Row:
+    prepared = _materialise(batches)
+    images = sum(len(batch[0]) for batch in prepared)
+    feeds = {"preloaded": _preloaded(prepared), "pipeline": batches}
+    progress(f"pipeline: {task} warm-up (tracing)")
+    for data in feeds.values():
+        _epoch_seconds(model, data)
+    best = dict.fromkeys(feeds, float("inf"))
+    for round_ in range(ROUNDS):
+        progress(f"pipeline: {task} round {round_ + 1} of {ROUNDS}")
+        for name, data in feeds.items():
+            best[name] = min(best[name], _epoch_seconds(model, data))
+    real, preloaded = images / best["pipeline"], images / best["preloaded"]
+    ratio = real / preloaded
+    return Row(PART, f"{task} input pipeline / preloaded ({profile_note})", f"{ratio:.2f}", "ratio",
+               f"{fmt(real)} vs {fmt(preloaded)} img/s, best of {ROUNDS} alternating epochs of {images} images; "
+               f"{target_note(ratio, TARGET)}")
+
+
+def cells_row() -> Row:
+    from an2dl_kit.augment.cells import CellsAugment
+    from an2dl_kit.data.synth import synth_cells
+    from an2dl_kit.models.cells import build_classifier
+    from an2dl_kit.pipeline import Batches
+    from an2dl_kit.tasks.cells import PROFILES, class_weight_vector, compile_classifier
+
+    profile = PROFILES["local"]
+    data = synth_cells(STEPS * profile.batch_size, seed=SEED)
+    transform = CellsAugment(profile.augment, class_weights=class_weight_vector(data.labels),
+                             cutmix_p=profile.cutmix_p, mixup_p=profile.mixup_p)
+    batches = Batches(data.images, data.labels, batch_size=profile.batch_size, transform=transform, seed=SEED,
+                      workers=profile.workers, repeats=profile.repeats)
+
+    keras.utils.set_random_seed(SEED)
+    model, _ = build_classifier(profile.backbone, profile.weights, image_size=profile.image_size,
+                                head_units=profile.head_units)
+    compile_classifier(model, learning_rate=profile.learning_rate, steps_per_epoch=STEPS, profile=profile)
+    note = f"{profile.backbone}, batch {profile.batch_size}, {profile.augment}, {profile.workers} workers"
+    return overhead_row("cells", model, batches, note)
+
+
+def mars_row() -> Row:
+    from an2dl_kit.data.synth import synth_mars
+    from an2dl_kit.runtime import setup_runtime
+    from an2dl_kit.tasks import mars
+
+    profile = mars.PROFILES["local"]
+    data, _ = synth_mars(MARS_STEPS * profile.batch_size, 1, seed=SEED)
+    batches = mars.training_batches(mars.to_inputs(data.images), data.masks, profile, profile.batch_size)
+    model = mars.build_and_compile(profile, setup_runtime(SEED))[0]
+    note = (f"U-Net width {profile.width:g}, batch {profile.batch_size}, {profile.augment} {profile.augment_mode}, "
+            f"{profile.workers} workers")
+    return overhead_row("mars", model, batches, note)
+
+
+def rows() -> list[Row]:
+    return [cells_row(), mars_row()]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(rows))

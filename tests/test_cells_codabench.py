@@ -1,0 +1,74 @@
+"""The Codabench submission: a self-contained model.py, importable from a fresh folder."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+from an2dl_kit import codabench, tta
+from an2dl_kit.models.cells import build_classifier
+
+PROBE = """
+import json, sys
+import numpy as np
+import model
+images = np.load("images.npy")
+labels = model.Model().predict(images)
+print(json.dumps({"shape": list(labels.shape), "dtype": str(labels.dtype), "labels": labels.tolist(),
+                  "kit_imported": any(name.startswith("an2dl_kit") for name in sys.modules),
+                  "scaled": model.Model().predict(images / 255.0).tolist()}))
+"""
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    model, _ = build_classifier("small_cnn", "none", image_size=32)
+    path = tmp_path_factory.mktemp("model") / "model.keras"
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    model.save(path)
+    return model, path
+
+
+def test_model_source_embeds_the_tta_module_verbatim():
+    source = codabench.model_source(("identity", "flip_lr"))
+    assert inspect.getsource(tta) in source
+    assert "TTA_VIEWS = ('identity', 'flip_lr')" in source
+    assert "an2dl_kit" not in source.replace("an2dl_kit/tta.py", "")
+    compile(source, "model.py", "exec")
+
+
+def test_zip_holds_model_py_and_an_optimizer_free_model(saved_model, tmp_path):
+    _, path = saved_model
+    zip_path = codabench.write_submission_zip(path, tmp_path / "submission.zip", tta.REFERENCE_VIEWS)
+    with zipfile.ZipFile(zip_path) as archive:
+        assert sorted(archive.namelist()) == ["model.keras", "model.py"]
+        size = archive.getinfo("model.keras").file_size
+    assert size < path.stat().st_size  # the Adam moments were left out
+
+
+def test_model_py_predicts_from_a_fresh_folder_without_the_kit(saved_model, tmp_path):
+    model, path = saved_model
+    zip_path = codabench.write_submission_zip(path, tmp_path / "submission.zip", "dihedral")
+    folder = tmp_path / "fresh"
+    with zipfile.ZipFile(zip_path) as archive:
+        archive.extractall(folder)
+    images = np.random.default_rng(0).integers(0, 256, (5, 96, 96, 3)).astype(np.uint8)
+    np.save(folder / "images.npy", images)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    done = subprocess.run([sys.executable, "-c", PROBE], cwd=folder, env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["shape"] == [5] and report["dtype"] == "int64"
+    assert not report["kit_imported"]
+    expected = tta.predict_tta(model, images, views="dihedral").argmax(axis=-1)
+    assert report["labels"] == expected.tolist()
+    assert report["scaled"] == expected.tolist()
