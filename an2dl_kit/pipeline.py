@@ -8,7 +8,6 @@ each other's augmentations, cannot happen here.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import keras
@@ -30,6 +29,9 @@ class Batches(keras.utils.PyDataset):
         workers: threads that build batches ahead of the model; 1 builds them in the training thread.
         repeats: each epoch holds `repeats` copies of every sample, each augmented independently
             (the reference solution's "union of augmented copies").
+        min_batch: a last batch with fewer samples is dropped (the order changes every epoch, so no sample
+            is lost for good). Pass the replica count: under MirroredStrategy a replica given no sample
+            fails the gradient all-reduce.
     """
 
     def __init__(
@@ -43,6 +45,7 @@ class Batches(keras.utils.PyDataset):
         shuffle: bool = True,
         workers: int = 1,
         repeats: int = 1,
+        min_batch: int = 1,
     ):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max(2 * workers, 4))
         if len(x) != len(y):
@@ -55,6 +58,7 @@ class Batches(keras.utils.PyDataset):
         self.seed = seed
         self.shuffle = shuffle
         self.repeats = repeats
+        self.min_batch = min_batch
         self.epoch = 0
         self._order = self._epoch_order()
 
@@ -67,7 +71,8 @@ class Batches(keras.utils.PyDataset):
 
     @property
     def num_batches(self) -> int:
-        return math.ceil(len(self._order) / self.batch_size)
+        full, remainder = divmod(len(self._order), self.batch_size)
+        return full + (remainder >= self.min_batch)
 
     def batch_rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, index])

@@ -84,3 +84,10 @@ def test_seeded_compose_is_reproducible_and_thread_local():
     out_images, out_masks = flip.pairs(images, masks, np.random.default_rng(0))
     np.testing.assert_array_equal(out_masks, masks[:, :, ::-1])
     np.testing.assert_array_equal(out_images, images[:, :, ::-1])
+
+
+def test_last_batch_smaller_than_min_batch_is_dropped():
+    x, y = np.zeros((9, 1), "float32"), np.arange(9)
+    assert Batches(x, y, batch_size=4, min_batch=2).num_batches == 2
+    assert Batches(x, y, batch_size=4, min_batch=1).num_batches == 3
+    assert Batches(x, y, batch_size=3, min_batch=2).num_batches == 3
