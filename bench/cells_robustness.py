@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -271,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     model_path = args.model
     if model_path is None:
         run_dir = args.out / "run"
+        shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run: no resumed backup, no old history rows
         metrics = run(root, run_dir, "local", budget_s=args.budget, seed=args.seed)
         train_seconds = metrics["seconds"]["train"]
         model_path = run_dir / "model.keras"

@@ -54,13 +54,13 @@ def test_smoke_submission_passes_the_checker(smoke_run, synthetic_dir, capsys):
 
 
 def test_smoke_model_reloads_and_predicts(smoke_run):
-    out, _ = smoke_run
-    import an2dl_kit.keras_metrics  # noqa: F401  (registers the custom objects)
-    import an2dl_kit.losses  # noqa: F401
+    from an2dl_kit.models.mars import load_model
 
-    model = keras.models.load_model(out / "model.keras")
-    y = model(np.zeros((1, 64, 128, 1), np.float32), training=False)
+    out, _ = smoke_run
+    y = load_model(out / "model.keras")(np.zeros((1, 64, 128, 1), np.float32), training=False)
     assert tuple(y.shape) == (1, 64, 128, 5)
+    compiled = load_model(out / "model.keras", compile=True)
+    assert compiled.loss.terms == ("cce",) and compiled.loss.ignore_background
 
 
 class _PixelModel:
@@ -120,3 +120,58 @@ def test_resume_signature_ignores_budget_but_not_the_recipe():
     base = T.resolve_profile("local")
     assert T.resume_signature(base) == T.resume_signature(T.resolve_profile("local", budget_s=60.0, workers=3))
     assert T.resume_signature(base) != T.resume_signature(T.resolve_profile("local", loss="focal"))
+
+
+class _FakeDeadline:
+    def __init__(self, remaining: float):
+        self.left = remaining
+
+    def remaining(self) -> float:
+        return self.left
+
+
+def test_budget_cosine_plans_over_the_epochs_that_fit():
+    import time
+    from types import SimpleNamespace
+
+    deadline = _FakeDeadline(float("inf"))
+    schedule = T.BudgetCosine(1.0, epochs=10, deadline=deadline, steps_per_epoch=4, floor=0.02)
+    schedule.set_model(SimpleNamespace(optimizer=keras.optimizers.AdamW(1.0)))
+
+    def lr():
+        return float(schedule.model.optimizer.learning_rate)
+
+    schedule.on_epoch_begin(0)
+    schedule.on_train_batch_begin(0)
+    assert lr() == pytest.approx(1.0)
+    schedule.on_train_batch_begin(2)
+    assert 0.9 < lr() < 1.0  # 5% of a 10-epoch plan
+    # Epoch 0 took 100 s and 250 s are left: with the 1.1 margin two more epochs fit, three in all.
+    schedule.epoch_start = time.monotonic() - 100.0
+    deadline.left = 250.0
+    logs = {}
+    schedule.on_epoch_end(0, logs)
+    assert schedule.planned == 3 and "learning_rate" in logs
+    schedule.on_epoch_begin(2)
+    schedule.on_train_batch_begin(3)
+    assert lr() == pytest.approx(0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * (2.75 / 3))), rel=1e-6)
+    assert lr() < 0.05
+    # More time later never raises the rate again.
+    deadline.left = 1e6
+    schedule.on_epoch_end(2, {})
+    schedule.on_epoch_begin(3)
+    schedule.on_train_batch_begin(0)
+    assert lr() < 0.05
+
+
+def test_pass_slices_cover_every_tile_once_per_pass():
+    x = np.arange(10, dtype=np.float32)[:, None]
+    batches = T.PassSlices(x, x, batch_size=3, parts=2, seed=1)
+    seen = []
+    for epoch in range(4):
+        batches.set_epoch(epoch)
+        assert batches.num_batches == 2  # 5 tiles per slice
+        seen.append(np.concatenate([batches[i][0][:, 0] for i in range(batches.num_batches)]))
+    np.testing.assert_array_equal(np.sort(np.concatenate(seen[:2])), np.arange(10))
+    np.testing.assert_array_equal(np.sort(np.concatenate(seen[2:])), np.arange(10))
+    assert not np.array_equal(np.concatenate(seen[:2]), np.concatenate(seen[2:]))  # a new shuffle per pass

@@ -221,15 +221,22 @@ def _all_layers(layer) -> list:
 
 
 def freeze_backbone(model: keras.Model) -> None:
-    """Phase 1 of transfer learning: the backbone is fixed (and its BatchNorm runs in inference mode)."""
-    model.trainable = True
-    get_backbone(model).trainable = False
+    """Phase 1 of transfer learning: the backbone is fixed (and its BatchNorm runs in inference mode).
+
+    Every layer is set explicitly, parents before children: Keras does not carry a `trainable` change
+    into a functional model nested inside another (MobileNet and InceptionV3 behind their rescaling)."""
+    backbone = get_backbone(model)
+    for layer in _all_layers(model):
+        layer.trainable = True
+    for layer in _all_layers(backbone):
+        layer.trainable = False
 
 
 def unfreeze_except_batchnorm(model: keras.Model) -> None:
-    """Phase 2: everything trains except BatchNorm layers, whose ImageNet statistics would be wrecked by
-    small, augmented fine-tuning batches."""
-    model.trainable = True
+    """Phase 2: everything trains except the backbone's BatchNorm layers, whose ImageNet statistics would
+    be wrecked by small, augmented fine-tuning batches."""
+    for layer in _all_layers(model):
+        layer.trainable = True
     for layer in _all_layers(get_backbone(model)):
         if isinstance(layer, layers.BatchNormalization):
             layer.trainable = False

@@ -147,6 +147,17 @@ ARCHITECTURES = {
 }
 
 
+def load_model(path, compile: bool = False) -> keras.Model:
+    """Load a saved Mars model (`model.keras`), registering the kit's losses and metrics first.
+
+    `compile=False` (the default) is enough for prediction and skips restoring the training loss.
+    """
+    import an2dl_kit.keras_metrics  # noqa: F401  (registers the metrics a compiled model refers to)
+    import an2dl_kit.losses  # noqa: F401  (registers SegmentationLoss)
+
+    return keras.models.load_model(path, compile=compile)
+
+
 def build_model(architecture: str = "enhanced", **options) -> keras.Model:
     """Build a registered architecture by name."""
     if architecture not in ARCHITECTURES:

@@ -68,6 +68,11 @@ class Profile:
         budget_s: training time budget in seconds for all phases (None: no limit).
         seed: the run's seed (split, initialisation, augmentation).
         tta: the TTA view set (a key of `tta.VIEW_SETS`) or comma-separated view names.
+        warmup_epochs: a first from-scratch phase ramping the learning rate up linearly (0: none); with
+            two or more, `fit_schedule_to_budget` can tell the start-up cost from the steady epoch time.
+        fit_schedule_to_budget: after the warm-up, shrink the training phase's epochs (and its restart
+            period with them) to what the time budget holds at the warm-up's pace, so the cosine schedule
+            completes instead of being cut at a high learning rate on a slow or shared machine.
         precision: "auto" or a Keras policy name.
         max_train: keep at most this many training images (None: all); for smoke runs.
     """
@@ -96,6 +101,8 @@ class Profile:
     budget_s: float | None
     seed: int
     tta: str
+    warmup_epochs: int = 0
+    fit_schedule_to_budget: bool = False
     precision: str = "auto"
     max_train: int | None = None
 
@@ -104,17 +111,18 @@ HEAD = (512, 256, 128, 64)
 PROFILES: dict[str, Profile] = {
     "kaggle": Profile(
         backbone="convnext_base", weights="imagenet", allow_random_fallback=False, image_size=None,
-        head_units=HEAD, batch_size=64, val_fraction=0.1, augment="robust", repeats=2, cutmix_p=0.25,
+        head_units=HEAD, batch_size=64, val_fraction=0.1, augment="robust_strong", repeats=2, cutmix_p=0.25,
         mixup_p=0.25, workers=4, epochs=40, learning_rate=1e-4, finetune_epochs=40,
         finetune_learning_rate=1e-5, restart_epochs=4.0, restart_t_mul=2.0, weight_decay=1e-4,
         label_smoothing=0.1, patience=10, budget_s=10 * 3600, seed=42, tta="reference",
     ),
     "local": Profile(
-        backbone="small_cnn", weights="none", allow_random_fallback=False, image_size=64,
+        backbone="small_cnn", weights="none", allow_random_fallback=False, image_size=48,
         head_units=HEAD, batch_size=32, val_fraction=0.1, augment="robust", repeats=1, cutmix_p=0.0,
-        mixup_p=0.0, workers=2, epochs=24, learning_rate=3e-3, finetune_epochs=0,
-        finetune_learning_rate=0.0, restart_epochs=8.0, restart_t_mul=2.0, weight_decay=1e-4,
-        label_smoothing=0.1, patience=30, budget_s=600.0, seed=42, tta="dihedral",
+        mixup_p=0.0, workers=2, epochs=40, learning_rate=3e-3, finetune_epochs=0,
+        finetune_learning_rate=0.0, restart_epochs=40.0, restart_t_mul=2.0, weight_decay=1e-4,
+        label_smoothing=0.1, patience=40, budget_s=600.0, seed=42, tta="dihedral", warmup_epochs=2,
+        fit_schedule_to_budget=True,
     ),
     "smoke": Profile(
         backbone="small_cnn", weights="none", allow_random_fallback=True, image_size=32,
@@ -155,10 +163,16 @@ def make_metrics() -> list:
 
 
 def make_optimizer(learning_rate: float, steps_per_epoch: int, restart_epochs: float, t_mul: float,
-                   weight_decay: float):
-    """AdamW on a cosine schedule with warm restarts whose first period is `restart_epochs` epochs."""
+                   weight_decay: float, warmup_epochs: float = 0.0):
+    """AdamW on a cosine schedule with warm restarts whose first period is `restart_epochs` epochs; with
+    `warmup_epochs`, instead a linear ramp from 0 to `learning_rate` over that many epochs."""
     import keras
 
+    if warmup_epochs:
+        schedule = keras.optimizers.schedules.CosineDecay(
+            0.0, decay_steps=1, alpha=1.0, warmup_target=learning_rate,
+            warmup_steps=max(1, round(warmup_epochs * steps_per_epoch)))
+        return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay)
     schedule = keras.optimizers.schedules.CosineDecayRestarts(
         initial_learning_rate=learning_rate,
         first_decay_steps=max(1, round(restart_epochs * steps_per_epoch)),
@@ -170,14 +184,16 @@ def make_optimizer(learning_rate: float, steps_per_epoch: int, restart_epochs: f
 
 
 def compile_classifier(model, *, learning_rate: float, steps_per_epoch: int, profile: Profile,
-                       jit_compile: bool | str = "auto") -> None:
+                       jit_compile: bool | str = "auto", restart_epochs: float | None = None,
+                       warmup_epochs: float = 0.0) -> None:
     """AdamW + cosine restarts, label-smoothed cross-entropy, the four metrics. `jit_compile=False` on CPU:
     XLA compilation costs tens of seconds there and buys no speed for these convolutions."""
     import keras
 
     model.compile(
-        optimizer=make_optimizer(learning_rate, steps_per_epoch, profile.restart_epochs, profile.restart_t_mul,
-                                 profile.weight_decay),
+        optimizer=make_optimizer(learning_rate, steps_per_epoch,
+                                 profile.restart_epochs if restart_epochs is None else restart_epochs,
+                                 profile.restart_t_mul, profile.weight_decay, warmup_epochs=warmup_epochs),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=profile.label_smoothing),
         metrics=make_metrics(),
         jit_compile=jit_compile,
@@ -283,14 +299,50 @@ def _test_labels(test_path: Path | None, n_test: int) -> np.ndarray | None:
     return labels if len(labels) == n_test else None
 
 
-def _phases(profile: Profile, pretrained: bool) -> list[tuple[str, int, float, str]]:
-    """(name, epochs, learning rate, trainable part) for each phase of the run."""
+@dataclass(frozen=True)
+class PhasePlan:
+    """One phase of a run: what trains ("head", "all" or "all_but_bn"), for how long, how fast."""
+
+    name: str
+    epochs: int
+    learning_rate: float
+    trainable: str
+    warmup: bool = False
+
+
+def _phases(profile: Profile, pretrained: bool) -> list[PhasePlan]:
+    """Pretrained: the head on a frozen backbone, then fine-tuning without BatchNorm. From scratch: an
+    optional warm-up, then one phase training everything."""
     if not pretrained:
-        return [("train", profile.epochs, profile.learning_rate, "all")]
-    phases = [("head", profile.epochs, profile.learning_rate, "head")]
+        phases = []
+        if profile.warmup_epochs > 0:
+            phases.append(PhasePlan("warmup", profile.warmup_epochs, profile.learning_rate, "all", warmup=True))
+        return phases + [PhasePlan("train", profile.epochs, profile.learning_rate, "all")]
+    phases = [PhasePlan("head", profile.epochs, profile.learning_rate, "head")]
     if profile.finetune_epochs > 0:
-        phases.append(("finetune", profile.finetune_epochs, profile.finetune_learning_rate, "all_but_bn"))
+        phases.append(PhasePlan("finetune", profile.finetune_epochs, profile.finetune_learning_rate,
+                                "all_but_bn"))
     return phases
+
+
+def fitted_epochs(planned: int, remaining_s: float, epoch_seconds: list[float]) -> int:
+    """The epochs of `planned` that fit in `remaining_s`, at least one, judged from the epoch times of the
+    previous phase: the last one is the steady pace, and the first one's excess over it (tracing, loader
+    start-up) is paid again once by the new phase."""
+    if not math.isfinite(remaining_s) or not epoch_seconds or epoch_seconds[-1] <= 0:
+        return planned
+    steady = epoch_seconds[-1]
+    startup = max(0.0, epoch_seconds[0] - steady) if len(epoch_seconds) > 1 else 0.0
+    return max(1, min(planned, int((remaining_s - startup) / steady)))
+
+
+def _epoch_seconds(history_csv: Path, phase: str) -> list[float]:
+    import pandas as pd
+
+    if not history_csv.exists():
+        return []
+    table = pd.read_csv(history_csv)
+    return table.loc[table["phase"] == phase, "seconds"].astype(float).tolist()
 
 
 def run(data: Path | None, out_dir: Path, profile: str = "local", *, budget_s: float | None = None,
@@ -362,16 +414,25 @@ def run(data: Path | None, out_dir: Path, profile: str = "local", *, budget_s: f
     deadline = Deadline(config.budget_s)
     signature = repr(dataclasses.asdict(config))
     phases, best = [], None
-    for name, epochs, learning_rate, trainable in _phases(config, pretrained):
-        if trainable == "head":
+    for plan in _phases(config, pretrained):
+        epochs, restart_epochs = plan.epochs, config.restart_epochs
+        if config.fit_schedule_to_budget and phases:
+            epochs = fitted_epochs(plan.epochs, deadline.remaining(),
+                                   _epoch_seconds(out_dir / HISTORY_FILE, phases[-1].name))
+            restart_epochs = config.restart_epochs * epochs / plan.epochs
+            rt.log(f"cells: {epochs} of {plan.epochs} epochs fit the remaining {deadline.remaining():.0f} s; "
+                   f"first restart after {restart_epochs:.1f} epochs")
+        if plan.trainable == "head":
             models.freeze_backbone(model)
-        elif trainable == "all_but_bn":
+        elif plan.trainable == "all_but_bn":
             models.unfreeze_except_batchnorm(model)
         with runtime.scope():
-            compile_classifier(model, learning_rate=runtime.scaled_lr(learning_rate),
+            compile_classifier(model, learning_rate=runtime.scaled_lr(plan.learning_rate),
                                steps_per_epoch=train.num_batches, profile=config,
-                               jit_compile=False if runtime.kind == "cpu" else "auto")
-        result = fit_phase(model, train, val, name=name, epochs=epochs, out_dir=out_dir, monitor=MONITOR,
+                               jit_compile=False if runtime.kind == "cpu" else "auto",
+                               restart_epochs=restart_epochs,
+                               warmup_epochs=plan.epochs if plan.warmup else 0.0)
+        result = fit_phase(model, train, val, name=plan.name, epochs=epochs, out_dir=out_dir, monitor=MONITOR,
                            mode=MODE, patience=config.patience, deadline=deadline, best=best,
                            signature=signature)
         phases.append(result)

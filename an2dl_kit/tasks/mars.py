@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 
 from an2dl_kit.errors import KitError
+from an2dl_kit.pipeline import Batches
 
 TASK = "mars"
 NUM_CLASSES = 5
@@ -65,6 +67,7 @@ class Profile:
         augment: a key of `augment.mars.PIPELINES`.
         augment_mode: "online" (new draws every batch) or "union" (originals + copies drawn once).
         repeats: passes over the training set per epoch ("union": the originals and repeats-1 copies).
+        epoch_parts: split every pass into this many epochs (see `PassSlices`).
         oversample_big_rock: each tile holding big rock appears this many times in the training set.
         batch_size: per replica; the global batch grows with the replica count.
         val_fraction: stratified validation share.
@@ -97,6 +100,7 @@ class Profile:
     augment: str
     augment_mode: str
     repeats: int
+    epoch_parts: int
     oversample_big_rock: int
     batch_size: int
     val_fraction: float
@@ -122,13 +126,17 @@ _COMMON = dict(
     cleanup=5, auto_cleanup=True,
 )
 PROFILES: dict[str, Profile] = {
-    "kaggle": Profile(**_COMMON, width=1.0, fused_head=False, repeats=1, oversample_big_rock=3, batch_size=32,
-                      workers=4, epochs=150, learning_rate=1e-3, patience=25, budget_s=10 * 3600),
-    "local": Profile(**_COMMON, width=0.25, fused_head=True, repeats=1, oversample_big_rock=3, batch_size=16,
-                     workers=1, epochs=40, learning_rate=2e-3, patience=40, budget_s=900.0),
+    "kaggle": Profile(**_COMMON, width=1.0, fused_head=False, repeats=1, epoch_parts=1, oversample_big_rock=3,
+                      batch_size=32, workers=4, epochs=150, learning_rate=1e-3, patience=25, budget_s=10 * 3600),
+    # A few passes fit in 15 minutes on two cores: small batches (more updates per pass), half-pass epochs
+    # (finer budget stops and checkpoints), and only the geometric augmentations (the photometric and
+    # distortion ones pay off over long schedules only).
+    "local": Profile(**{**_COMMON, "augment": "light"}, width=0.25, fused_head=True, repeats=1, epoch_parts=2,
+                     oversample_big_rock=3, batch_size=8, workers=1, epochs=40, learning_rate=2e-3, patience=40,
+                     budget_s=900.0),
     "smoke": Profile(**{**_COMMON, "augment": "light", "val_fraction": 0.25, "seed": 0}, width=0.125,
-                     fused_head=True, repeats=1, oversample_big_rock=1, batch_size=16, workers=1, epochs=1,
-                     learning_rate=1e-3, patience=1, budget_s=120.0, max_train=16, run_eagerly=True),
+                     fused_head=True, repeats=1, epoch_parts=1, oversample_big_rock=1, batch_size=16, workers=1,
+                     epochs=1, learning_rate=1e-3, patience=1, budget_s=120.0, max_train=16, run_eagerly=True),
 }
 AUGMENT_MODES = ("online", "union")
 # Fields that do not change the training trajectory: a re-run that differs only in them (e.g. a second
@@ -173,23 +181,77 @@ def to_inputs(images: np.ndarray) -> np.ndarray:
     return (np.asarray(images, np.float32) / 255.0)[..., None]
 
 
-def deadline_cosine(base_lr: float, epochs: int, deadline):
-    """Cosine decay to LR_FLOOR * base_lr over whichever ends first: the epochs or the time budget.
+class BudgetCosine(keras.callbacks.Callback):
+    """Cosine learning-rate decay, batch by batch, to `floor` x the peak over the epochs that will run.
 
-    A budget-stopped run then still ends on a low learning rate, where its best weights usually are.
+    A run ends after `epochs` or when the time budget stops it, whichever comes first. After every epoch
+    this re-plans how many epochs fit in the time left, by the budget stop's own rule (the slowest epoch so
+    far times `training.EPOCH_TIME_MARGIN`), so a budget-stopped run still ends its last epoch near the
+    floor, where its best weights usually are. Progress never goes back, so the rate never rises again.
+
+    Args:
+        peak: the learning rate at the start.
+        epochs: the most epochs.
+        deadline: the run's `training.Deadline`.
+        steps_per_epoch: batches per epoch.
+        floor: the final rate as a fraction of `peak`.
     """
-    import keras
 
-    span = None if deadline.budget_s is None else deadline.budget_s - deadline.reserve_s
+    def __init__(self, peak: float, epochs: int, deadline, steps_per_epoch: int, floor: float = LR_FLOOR):
+        super().__init__()
+        self.peak, self.epochs, self.deadline = peak, epochs, deadline
+        self.steps_per_epoch = max(steps_per_epoch, 1)
+        self.floor = floor
+        self.planned = epochs
+        self.progress = 0.0
+        self.slowest = 0.0
 
-    def schedule(epoch: int, lr: float) -> float:
-        progress = epoch / max(epochs, 1)
-        if span:
-            progress = max(progress, deadline.elapsed() / span)
-        progress = min(progress, 1.0)
-        return float(base_lr * (LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + np.cos(np.pi * progress))))
+    def rate(self, progress: float) -> float:
+        return self.peak * (self.floor + (1 - self.floor) * 0.5 * (1 + np.cos(np.pi * min(progress, 1.0))))
 
-    return keras.callbacks.LearningRateScheduler(schedule)
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.epoch_start = time.monotonic()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        progress = (self.epoch + batch / self.steps_per_epoch) / max(self.planned, 1)
+        self.progress = max(self.progress, progress)
+        self.model.optimizer.learning_rate.assign(self.rate(self.progress))
+
+    def on_epoch_end(self, epoch, logs=None):
+        from an2dl_kit.training import EPOCH_TIME_MARGIN
+
+        self.slowest = max(self.slowest, time.monotonic() - self.epoch_start)
+        remaining = self.deadline.remaining()
+        if np.isfinite(remaining):
+            fits = int(max(remaining, 0.0) // (self.slowest * EPOCH_TIME_MARGIN))
+            self.planned = min(self.epochs, epoch + 1 + fits)
+        if logs is not None:
+            logs["learning_rate"] = float(self.rate(self.progress))
+
+
+class PassSlices(Batches):
+    """`Batches` whose epoch is one of `parts` slices of a shuffled pass over the training set.
+
+    Every tile still appears once per pass, but epochs are shorter: where a pass takes minutes (the `local`
+    profile on a CPU) the budget stop, the best-model checkpoint, early stopping and the adaptive class
+    weights all act `parts` times per pass, and a budget-stopped run loses at most a slice, not a pass.
+
+    Args:
+        parts: slices per pass (1: plain `Batches`).
+        *args, **kwargs: as `pipeline.Batches`.
+    """
+
+    def __init__(self, *args, parts: int = 1, **kwargs):
+        self.parts = max(int(parts), 1)  # read by _epoch_order, which Batches.__init__ calls
+        super().__init__(*args, **kwargs)
+
+    def _epoch_order(self) -> np.ndarray:
+        pass_index, part = divmod(self.epoch, self.parts)
+        order = np.tile(np.arange(len(self.x)), self.repeats)
+        if self.shuffle:
+            np.random.default_rng([self.seed, pass_index, 2**31]).shuffle(order)
+        return np.array_split(order, self.parts)[part]
 
 
 def training_batches(x: np.ndarray, y: np.ndarray, config: Profile, batch_size: int, min_batch: int = 1):
@@ -197,7 +259,6 @@ def training_batches(x: np.ndarray, y: np.ndarray, config: Profile, batch_size: 
     import inspect
 
     from an2dl_kit.augment.mars import batch_transform, oversample, union_of_copies
-    from an2dl_kit.pipeline import Batches
 
     order = oversample(y, BIG_ROCK, config.oversample_big_rock)
     x, y = x[order], y[order]
@@ -206,14 +267,12 @@ def training_batches(x: np.ndarray, y: np.ndarray, config: Profile, batch_size: 
         x, y = union_of_copies(x, y, config.repeats - 1, config.augment, config.seed)
         transform, repeats = None, 1
     extra = {"min_batch": min_batch} if "min_batch" in inspect.signature(Batches).parameters else {}
-    return Batches(x, y, batch_size=batch_size, transform=transform, seed=config.seed, workers=config.workers,
-                   repeats=repeats, **extra)
+    return PassSlices(x, y, batch_size=batch_size, transform=transform, seed=config.seed,
+                      workers=config.workers, repeats=repeats, parts=config.epoch_parts, **extra)
 
 
 def build_and_compile(config: Profile, runtime):
     """The model, compiled with AdamW, the configured loss and the leaderboard metrics; returns (model, loss)."""
-    import keras
-
     from an2dl_kit.keras_metrics import mars_metrics
     from an2dl_kit.losses import SegmentationLoss
     from an2dl_kit.models.mars import build_model
@@ -235,25 +294,32 @@ def build_and_compile(config: Profile, runtime):
 # --- inference ------------------------------------------------------------------------------------------------
 
 
+def predict_maps(model, x: np.ndarray, views: tuple[str, ...], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(identity-view probabilities, TTA mean probabilities) in one pass over the views; each view is
+    undone on its probability maps before the mean."""
+    from an2dl_kit.tta import predict_tta
+
+    total, identity = None, None
+    for view in views:
+        probs = predict_tta(model, x, (view,), batch_size=batch_size, dense=True)
+        identity = probs if view == "identity" else identity
+        total = probs if total is None else total + probs
+    if identity is None:
+        identity = predict_tta(model, x, ("identity",), batch_size=batch_size, dense=True)
+    return identity, total / len(views)
+
+
 def predict_labels(model, x: np.ndarray, views: tuple[str, ...], cleanup: int, never_background: bool,
                    batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(plain labels, TTA labels) in one pass over the views, chunk by chunk; the plain prediction is the
-    identity view's. The TTA mean undoes each view on the probability maps first."""
+    """(plain labels, TTA labels), chunk by chunk so that the course's 10,022 test tiles never hold all
+    their probability maps in memory at once."""
     from an2dl_kit.postprocess import to_labels
-    from an2dl_kit.tta import predict_tta
 
     plain, merged = [], []
     for start in range(0, len(x), PREDICT_CHUNK):
-        chunk = x[start:start + PREDICT_CHUNK]
-        total, identity = None, None
-        for view in views:
-            probs = predict_tta(model, chunk, (view,), batch_size=batch_size, dense=True)
-            identity = probs if view == "identity" else identity
-            total = probs if total is None else total + probs
-        if identity is None:
-            identity = predict_tta(model, chunk, ("identity",), batch_size=batch_size, dense=True)
+        identity, mean = predict_maps(model, x[start:start + PREDICT_CHUNK], views, batch_size)
         plain.append(to_labels(identity, cleanup, allow_background=not never_background))
-        merged.append(to_labels(total / len(views), cleanup, allow_background=not never_background))
+        merged.append(to_labels(mean, cleanup, allow_background=not never_background))
     return np.concatenate(plain), np.concatenate(merged)
 
 
@@ -374,6 +440,7 @@ def run(data: Path | None, out_dir: Path, profile: str = "local", *, budget_s: f
     from an2dl_kit.losses import AdaptiveClassWeights
     from an2dl_kit.metrics import mars_scores
     from an2dl_kit.pipeline import Batches
+    from an2dl_kit.postprocess import to_labels
     from an2dl_kit.submission import write_mars_csv
     from an2dl_kit.training import HISTORY_FILE, MODEL_FILE, Deadline, fit_phase, plot_learning_curves
     from an2dl_kit.tta import resolve_views
@@ -409,7 +476,7 @@ def run(data: Path | None, out_dir: Path, profile: str = "local", *, budget_s: f
            f"{' (background ignored)' if config.ignore_background else ''}")
 
     deadline = Deadline(config.budget_s)
-    callbacks = [deadline_cosine(runtime.scaled_lr(config.learning_rate), config.epochs, deadline)]
+    callbacks = [BudgetCosine(runtime.scaled_lr(config.learning_rate), config.epochs, deadline, train.num_batches)]
     adaptive = None
     if config.adaptive_weights:
         adaptive = AdaptiveClassWeights(loss, iou_log_keys(NUM_CLASSES), alpha=config.adaptive_alpha,
@@ -425,33 +492,33 @@ def run(data: Path | None, out_dir: Path, profile: str = "local", *, budget_s: f
 
     rt.log(f"mars: predicting validation and test with TTA views {', '.join(views)}")
     predict_start = time.monotonic()
-    predict = dict(views=views, never_background=config.never_background, batch_size=batch)
-    val_plain, val_tta = predict_labels(model, x_val, cleanup=0, **predict)
+    labels = dict(allow_background=not config.never_background)
+    val_identity, val_mean = predict_maps(model, x_val, views, batch)
+    val_plain, val_tta = to_labels(val_identity, **labels), to_labels(val_mean, **labels)
     validation, validation_tta = mars_scores(y_val, val_plain), mars_scores(y_val, val_tta)
-    cleanup = 0
+    cleanup, extra_scores = 0, {}
     if config.cleanup > 1:
-        cleaned_tta = predict_labels(model, x_val, cleanup=config.cleanup, **predict)[1]
-        validation_cleanup = mars_scores(y_val, cleaned_tta)
+        validation_cleanup = mars_scores(y_val, to_labels(val_mean, config.cleanup, **labels))
+        extra_scores["validation_tta_cleanup"] = validation_cleanup
         if not config.auto_cleanup or validation_cleanup["miou"] >= validation_tta["miou"]:
             cleanup = config.cleanup
         rt.log(f"mars: majority filter {config.cleanup}x{config.cleanup}: validation mIoU "
                f"{validation_tta['miou']:.4f} -> {validation_cleanup['miou']:.4f}; "
                f"{'used' if cleanup else 'not used'}")
-    test_plain, test_tta = predict_labels(model, x_test, cleanup=cleanup, **predict)
+    test_plain, test_tta = predict_labels(model, x_test, views, cleanup, config.never_background, batch)
     predict_seconds = time.monotonic() - predict_start
 
     files = [SUBMISSION_CSV, MODEL_FILE]
     write_mars_csv(out_dir / SUBMISSION_CSV, test_tta)
-    test_scores: dict[str, Any] = {}
     truth = _test_labels(mars_path, len(x_test))
     if truth is not None:
-        test_scores = {"test": mars_scores(truth, test_plain), "test_tta": mars_scores(truth, test_tta)}
+        extra_scores.update(test=mars_scores(truth, test_plain), test_tta=mars_scores(truth, test_tta))
 
     if (out_dir / HISTORY_FILE).exists():
         plot_learning_curves(out_dir / HISTORY_FILE, out_dir / LEARNING_CURVES_PNG)
         files += [HISTORY_FILE, LEARNING_CURVES_PNG]
     bars = {"validation": validation, "validation + TTA": validation_tta}
-    bars.update({"test + TTA": test_scores["test_tta"]} if test_scores else {})
+    bars.update({"test + TTA": extra_scores["test_tta"]} if "test_tta" in extra_scores else {})
     plot_class_iou(bars, out_dir / IOU_PNG)
     rows = overlay_rows(y_val, OVERLAY_ROWS, config.seed)
     plot_overlays(x_val[rows, ..., 0], y_val[rows], val_tta[rows], out_dir / OVERLAY_PNG)
@@ -480,7 +547,7 @@ def run(data: Path | None, out_dir: Path, profile: str = "local", *, budget_s: f
         "class_weight_history": adaptive.history if adaptive else [],
         "cleaning": {"kept": len(report.kept), "removed": report.removed},
         "samples": {"train": len(x_train), "validation": len(x_val), "test": len(x_test)},
-        **test_scores,
+        **extra_scores,
     }
     write_json(out_dir / METRICS_JSON, metrics)
     rt.log(f"mars: done in {metrics['seconds_total']:.0f} s")
