@@ -14,6 +14,7 @@ Targets (issue 4): the `local` profile reaches mIoU >= 0.55 within 15 minutes of
 at least 0.05 above the plain U-Net trained with the same budget.
 
     nice -n 10 .venv/bin/python -m bench.mars_quality [--budget 900] [--out build/bench/mars_quality]
+        [--recipe-baseline] [--baseline-width 1.0]
 """
 
 from __future__ import annotations
@@ -45,10 +46,10 @@ def find_data() -> Path | None:
     return None
 
 
-def variants(recipe_baseline: bool) -> dict[str, dict]:
-    out = {"enhanced": {}, "plain": PLAIN_RECIPE}
+def variants(recipe_baseline: bool, baseline_width: float = 1.0) -> dict[str, dict]:
+    out = {"enhanced": {}, "plain": {**PLAIN_RECIPE, "width": baseline_width}}
     if recipe_baseline:
-        out["plain+recipe"] = KIT_RECIPE_ON_PLAIN
+        out["plain+recipe"] = {**KIT_RECIPE_ON_PLAIN, "width": baseline_width}
     return out
 
 
@@ -60,17 +61,21 @@ def result_rows(name: str, metrics: dict, budget: float) -> list[Row]:
         rows.append(Row(PART, f"{name}: test mIoU, {label}", f"{scores['miou']:.4f}", "mIoU",
                         f"per class: {per_class}; pixel accuracy {scores['pixel_accuracy']:.3f}"))
     phase = metrics["phases"][0]
-    rows.append(Row(PART, f"{name}: training", fmt(metrics["seconds"]["train"]), "s",
+    seconds, machine = metrics["seconds"], metrics["machine"]
+    share = seconds["train_cpu"] / (seconds["train"] * machine["cpu_count"])
+    rows.append(Row(PART, f"{name}: training", fmt(seconds["train"]), "s",
                     f"{phase['epochs_run']} epochs, budget {fmt(budget)} s, {fmt(metrics['params'])} parameters, "
-                    f"validation mIoU {metrics['validation_tta']['miou']:.4f} (TTA)"))
+                    f"validation mIoU {metrics['validation_tta']['miou']:.4f} (TTA); CPU time "
+                    f"{fmt(seconds['train_cpu'])} s = {share:.0%} of {machine['cpu_count']} cores, load average "
+                    f"{machine['load_average_after_training']['15min']} (15 min)"))
     return rows
 
 
-def run_all(data: Path, out: Path, budget: float, recipe_baseline: bool) -> list[Row]:
+def run_all(data: Path, out: Path, budget: float, recipe_baseline: bool, baseline_width: float) -> list[Row]:
     from an2dl_kit.tasks.mars import run
 
     results, rows = {}, []
-    for name, overrides in variants(recipe_baseline).items():
+    for name, overrides in variants(recipe_baseline, baseline_width).items():
         progress(f"training {name} for up to {budget:.0f} s")
         results[name] = run(data, out / name.replace("+", "_"), "local", budget_s=budget, **overrides)
         rows += result_rows(name, results[name], budget)
@@ -84,13 +89,14 @@ def run_all(data: Path, out: Path, budget: float, recipe_baseline: bool) -> list
     return rows
 
 
-def rows(budget: float | None = None, out: Path = DEFAULT_OUT, recipe_baseline: bool = False) -> list[Row]:
+def rows(budget: float | None = None, out: Path = DEFAULT_OUT, recipe_baseline: bool = False,
+         baseline_width: float = 1.0) -> list[Row]:
     from an2dl_kit.tasks.mars import PROFILES
 
     data = find_data()
     if data is None:
         return [Row(PART, "skipped", "-", "-", "real stand-in data (../shared/data/mars) not available")]
-    return run_all(data, Path(out), budget or PROFILES["local"].budget_s, recipe_baseline)
+    return run_all(data, Path(out), budget or PROFILES["local"].budget_s, recipe_baseline, baseline_width)
 
 
 def cli(argv: list[str] | None = None) -> int:
@@ -99,9 +105,11 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--recipe-baseline", action="store_true",
                         help="also train the plain U-Net with the local profile's recipe")
+    parser.add_argument("--baseline-width", type=float, default=1.0,
+                        help="width multiplier of the plain U-Net (1.0: 32/64/128 filters)")
     parser.add_argument("--rows", action="store_true", help="print rows as JSON lines (for python -m bench)")
     args = parser.parse_args(argv)
-    result = rows(args.budget, args.out, args.recipe_baseline)
+    result = rows(args.budget, args.out, args.recipe_baseline, args.baseline_width)
     if args.rows:
         import json
         from dataclasses import asdict

@@ -21,6 +21,7 @@ def forward_flops(model) -> int:
     from tensorflow.python.profiler import model_analyzer
     from tensorflow.python.profiler.option_builder import ProfileOptionBuilder
 
+    tf.get_logger().setLevel("ERROR")  # the v1 profiler's deprecation notices
     spec = tf.TensorSpec((1, *model.input_shape[1:]), tf.float32)
     concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
     graph = convert_variables_to_constants_v2(concrete).graph
@@ -32,16 +33,16 @@ def rows() -> list[Row]:
     from an2dl_kit.models.mars import build_model
     from an2dl_kit.tasks.mars import PROFILES
 
-    local_width = PROFILES["local"].width
+    kaggle, local = PROFILES["kaggle"], PROFILES["local"]
     variants = (
-        ("enhanced U-Net, width 1.0 (kaggle)", "enhanced", 1.0),
-        (f"enhanced U-Net, width {local_width} (local)", "enhanced", local_width),
-        ("plain 3-level U-Net baseline, width 1.0", "plain", 1.0),
+        (f"enhanced U-Net, width {kaggle.width} (kaggle)", "enhanced", kaggle.width, kaggle.fused_head),
+        (f"enhanced U-Net, width {local.width}, fused head (local)", "enhanced", local.width, local.fused_head),
+        ("plain 3-level U-Net baseline, width 1.0", "plain", 1.0, False),
     )
     out = []
-    for label, architecture, width in variants:
+    for label, architecture, width, fused_head in variants:
         progress(f"building {label}")
-        model = build_model(architecture, width=width)
+        model = build_model(architecture, width=width, fused_head=fused_head)
         flops = forward_flops(model)
         out.append(Row(PART, f"{label}: parameters", fmt(model.count_params()), "parameters"))
         out.append(Row(PART, f"{label}: forward FLOPs per tile", fmt(flops / 1e9), "GFLOPs",

@@ -33,7 +33,7 @@ def test_pipelines_are_strict_and_keep_shape_and_dtype(name):
         assert out.shape == (96, 96, 3) and out.dtype == np.uint8
 
 
-@pytest.mark.filterwarnings("ignore:Argument\(s\) .opacity_rnage.")
+@pytest.mark.filterwarnings(r"ignore:Argument\(s\) .opacity_rnage.")
 def test_a_misspelled_argument_is_an_error_in_strict_mode():
     with pytest.raises(ValueError, match="opacity_rnage"):
         A.Compose([aug.Stains(opacity_rnage=(0.1, 0.2))], strict=True)

@@ -129,7 +129,7 @@ def test_compare_writes_one_row_per_backbone(tmp_path, monkeypatch):
         calls.append((backbone, weights, profile, budget_s))
         scores = {"accuracy": 0.5, "precision": 0.4, "recall": 0.3, "f1": 0.2}
         return {"backbone": backbone, "weights_used": "none", "validation": scores,
-                "validation_tta": {**scores, "accuracy": 0.55}, "params": 123, "seconds": {"train": 9.5}}
+                "validation_tta": {**scores, "accuracy": 0.55}, "params": 123, "seconds": {"training": 9.5}}
 
     monkeypatch.setattr(cells, "run", fake_run)
     args = argparse.Namespace(data=None, out=tmp_path, profile="smoke", budget=30.0,
@@ -171,7 +171,8 @@ def test_smoke_run_writes_every_file_and_a_valid_submission(smoke_run, synthetic
     assert {"precision", "recall", "f1"} <= set(metrics["validation_tta"])
     assert metrics["tta_gain"] == pytest.approx(metrics["validation_tta"]["accuracy"]
                                                 - metrics["validation"]["accuracy"])
-    assert "keras" in metrics["versions"] and metrics["seconds"]["train"] > 0
+    assert "keras" in metrics["versions"] and metrics["seconds"]["training"] > 0
+    assert set(metrics["seconds"]["phases"]) == {"train"}
     capsys.readouterr()
     assert main(["check", str(out / "submission.csv"), "--task", "cells", "--test",
                  str(synthetic_dir / "cells" / "test_set.npz")]) == 0

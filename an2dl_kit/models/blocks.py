@@ -13,6 +13,10 @@ Blocks (shapes for channels-last inputs):
 - `AttentionGate`   [x (B,H,W,C), g (B,H/s,W/s,Cg)] -> (B,H,W,C): x weighted by attention from g.
 - `WeightedFusion`  [a, b, ...] of one shape -> that shape: a learned convex combination.
 - `FusionBlock`     [t_i (B,H/s_i,W/s_i,C_i)] -> (B,H,W,sum C_i): upsampled, weighted, concatenated.
+- `FusionHead`      [t_i ...] -> (B,H,W,K) float32: `FusionBlock` + 1x1 softmax head, computed cheaply.
+
+Upsampling is bilinear: besides being smoother, its GPU gradient is deterministic under TensorFlow's op
+determinism (which the runtime enables with a seed), where nearest-neighbour's raises an error.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import keras
 from keras import layers, ops
 
 PACKAGE = "an2dl"
-# A 4x8 bridge feature map cannot use DeepLab's rates 6/12/18: every tap would fall in the padding.
+# DeepLab's rates 6/12/18 reach past a 4x8 bridge map: those branches would mostly read zero padding.
 SMALL_MAP_RATES = (1, 2, 3)
 
 

@@ -34,7 +34,6 @@ HEAD_UNITS = (512, 256, 128, 64)
 HEAD_DROPOUT_IN = 0.2
 HEAD_DROPOUT_OUT = 0.25
 BACKBONE_NAME = "backbone"
-WEIGHT_KEYWORDS = ("imagenet", "none")
 
 # The small network: (channels, 3x3 convolutions) per stage; each stage after the first halves the
 # resolution. Two convolutions only where the maps are mid-sized: the first stage is the costliest per
