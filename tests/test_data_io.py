@@ -263,16 +263,16 @@ def test_require_names_root_and_file(tmp_path):
         find_inputs(tmp_path / "absent").require("cells")
 
 
-def _load_all(root) -> None:
+def _loaded_shapes(root) -> tuple:
     inputs = find_inputs(root)
-    assert len(load_cells_train(inputs.require("cells"))) > 0
-    assert load_cells_test(inputs.cells_test).shape[1:] == CELLS_SHAPE
-    assert load_mars(inputs.require("mars")).test.shape[1:] == MARS_SHAPE
+    train = load_cells_train(inputs.require("cells"))
+    return (len(train) > 0, load_cells_test(inputs.cells_test).shape[1:],
+            load_mars(inputs.require("mars")).test.shape[1:])
 
 
 def test_synthetic_files_load(synthetic_dir):
-    _load_all(synthetic_dir)
+    assert _loaded_shapes(synthetic_dir) == (True, CELLS_SHAPE, MARS_SHAPE)
 
 
 def test_shared_files_load(shared_data):
-    _load_all(shared_data)
+    assert _loaded_shapes(shared_data) == (True, CELLS_SHAPE, MARS_SHAPE)
