@@ -26,7 +26,7 @@ import keras
 import numpy as np
 
 from an2dl_kit.files import atomic_path, write_json
-from an2dl_kit.runtime import log
+from an2dl_kit.runtime import library_versions, log
 
 HISTORY_FILE = "history.csv"
 MODEL_FILE = "model.keras"
@@ -298,6 +298,28 @@ def fit_phase(
     log(f"phase {name}: {result.epochs_run} epochs in {seconds:.0f} s; best {monitor} "
         f"{result.best_value:.4f} at epoch {result.best_epoch + 1}")
     return result
+
+
+def run_record(*, task: str, profile: str, config: Any, runtime: Any, provenance: dict | None,
+               phases: list[PhaseResult], validation: dict, validation_tta: dict, score: str,
+               files: list[str], started: float) -> dict[str, Any]:
+    """The metrics.json keys every task shares; `score` names the headline metric behind `tta_gain`."""
+    from dataclasses import asdict as dataclass_dict
+
+    return {
+        "task": task,
+        "profile": profile,
+        "config": dataclass_dict(config),
+        "runtime": runtime.as_dict(),
+        "versions": library_versions(),
+        "provenance": provenance or {},
+        "phases": [phase.summary() for phase in phases],
+        "validation": validation,
+        "validation_tta": validation_tta,
+        "tta_gain": validation_tta[score] - validation[score],
+        "files": files,
+        "seconds_total": round(time.monotonic() - started, 2),
+    }
 
 
 def plot_learning_curves(history_csv: Path, png: Path) -> Path:

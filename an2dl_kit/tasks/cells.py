@@ -371,7 +371,7 @@ def run(data: Path | None, out_dir: Path, profile: str = "local", *, budget_s: f
     from an2dl_kit.models import cells as models
     from an2dl_kit.pipeline import Batches
     from an2dl_kit.submission import write_cells_csv
-    from an2dl_kit.training import HISTORY_FILE, MODEL_FILE, Deadline, fit_phase, plot_learning_curves
+    from an2dl_kit.training import HISTORY_FILE, MODEL_FILE, Deadline, fit_phase, plot_learning_curves, run_record
     from an2dl_kit.tta import predict_tta, resolve_views
 
     started, cpu_started = time.monotonic(), time.process_time()
@@ -476,18 +476,9 @@ def run(data: Path | None, out_dir: Path, profile: str = "local", *, budget_s: f
     files += [CONFUSION_PNG, PREVIEW_PNG, METRICS_JSON]
 
     metrics = {
-        "task": TASK,
-        "profile": profile,
-        "config": dataclasses.asdict(config),
-        "runtime": runtime.as_dict(),
-        "versions": rt.library_versions(),
-        "provenance": provenance or {},
-        "phases": [p.summary() for p in phases],
-        "validation": validation,
-        "validation_tta": validation_tta,
-        "tta_gain": validation_tta["accuracy"] - validation["accuracy"],
-        "files": files,
-        "seconds_total": round(time.monotonic() - started, 2),
+        **run_record(task=TASK, profile=profile, config=config, runtime=runtime, provenance=provenance,
+                     phases=phases, validation=validation, validation_tta=validation_tta, score="accuracy",
+                     files=files, started=started),
         # CPU-seconds of all threads: on a shared machine the wall clock alone understates the compute used.
         "seconds": {"training": round(train_seconds, 2), "training_cpu": round(train_cpu_seconds, 2),
                     "predict_tta": round(tta_seconds, 2),

@@ -440,7 +440,7 @@ def run(data: Path | None, out_dir: Path, profile: str = "local", *, budget_s: f
     from an2dl_kit.metrics import mars_scores
     from an2dl_kit.postprocess import to_labels
     from an2dl_kit.submission import write_mars_csv
-    from an2dl_kit.training import HISTORY_FILE, MODEL_FILE, Deadline, fit_phase, plot_learning_curves
+    from an2dl_kit.training import HISTORY_FILE, MODEL_FILE, Deadline, fit_phase, plot_learning_curves, run_record
     from an2dl_kit.tta import resolve_views
 
     started, cpu_started = time.monotonic(), time.process_time()
@@ -525,18 +525,9 @@ def run(data: Path | None, out_dir: Path, profile: str = "local", *, budget_s: f
     files += [IOU_PNG, OVERLAY_PNG, METRICS_JSON]
 
     metrics = {
-        "task": TASK,
-        "profile": profile,
-        "config": dataclasses.asdict(config),
-        "runtime": runtime.as_dict(),
-        "versions": rt.library_versions(),
-        "provenance": provenance or {},
-        "phases": [phase.summary()],
-        "validation": validation,
-        "validation_tta": validation_tta,
-        "tta_gain": validation_tta["miou"] - validation["miou"],
-        "files": files,
-        "seconds_total": round(time.monotonic() - started, 2),
+        **run_record(task=TASK, profile=profile, config=config, runtime=runtime, provenance=provenance,
+                     phases=[phase], validation=validation, validation_tta=validation_tta, score="miou",
+                     files=files, started=started),
         # "train" runs from the start (loading and building included); the phase's own fit time is in phases.
         "seconds": {"train": round(train_seconds, 2), "train_cpu": round(train_cpu_seconds, 2),
                     "predict_tta": round(predict_seconds, 2)},
