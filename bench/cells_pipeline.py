@@ -7,7 +7,7 @@ One process, one model (the `local` profile's), two ways of feeding it:
 Each is warmed up (tracing excluded), then timed in alternating rounds so a change in machine load hits
 both alike. Prints images/s of each and the ratio augmented/preloaded (target >= 0.9).
 
-    nice -n 10 python -m bench.cells_pipeline [--profile local] [--rounds 3] [--steps 12]
+    nice -n 10 python -m bench.cells_pipeline [--profile local] [--rounds 3] [--steps 40] [--workers N]
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 TARGET = 0.9
-POOL = 768
 
 
 class _StepTimer:
@@ -60,7 +59,7 @@ def pool(n: int) -> tuple[np.ndarray, np.ndarray]:
     return data.images, data.labels
 
 
-def measure(profile_name: str, rounds: int, steps: int) -> dict:
+def measure(profile_name: str, rounds: int, steps: int, workers: int | None = None) -> dict:
     from an2dl_kit.augment.cells import CellsAugment
     from an2dl_kit.models.cells import build_classifier
     from an2dl_kit.pipeline import Batches
@@ -68,14 +67,16 @@ def measure(profile_name: str, rounds: int, steps: int) -> dict:
     from an2dl_kit.tasks.cells import PROFILES, class_weight_vector, compile_classifier, onehot
 
     profile = PROFILES[profile_name]
+    workers = workers or profile.workers
     runtime = setup_runtime(seed=0)
-    images, labels = pool(POOL)
     batch = runtime.global_batch(profile.batch_size)
+    # Enough images that no timed fit call runs out of batches (a short epoch would inflate the rate).
+    images, labels = pool((steps + 1) * batch)
     weights = class_weight_vector(labels)
     preloaded_x, preloaded_y = images.astype(np.float32), onehot(labels)
     augment = CellsAugment(profile.augment, class_weights=weights, cutmix_p=profile.cutmix_p,
                            mixup_p=profile.mixup_p)
-    augmented = Batches(images, labels, batch_size=batch, transform=augment, seed=0, workers=profile.workers)
+    augmented = Batches(images, labels, batch_size=batch, transform=augment, seed=0, workers=workers)
     with runtime.scope():
         model, _ = build_classifier(profile.backbone, "none", image_size=profile.image_size,
                                     head_units=profile.head_units)
@@ -103,7 +104,7 @@ def measure(profile_name: str, rounds: int, steps: int) -> dict:
                   flush=True)
     images_timed = rounds * steps * batch
     rates = {name: images_timed / s for name, s in seconds.items()}
-    return {"profile": profile_name, "augment": profile.augment, "workers": profile.workers, "batch": batch,
+    return {"profile": profile_name, "augment": profile.augment, "workers": workers, "batch": batch,
             "preloaded": rates["preloaded"], "augmented": rates["augmented"],
             "ratio": rates["augmented"] / rates["preloaded"]}
 
@@ -112,9 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="local")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=12, help="timed steps per round and feeding mode")
+    parser.add_argument("--steps", type=int, default=40, help="timed steps per round and feeding mode")
+    parser.add_argument("--workers", type=int, help="loader threads (default: the profile's)")
     args = parser.parse_args(argv)
-    result = measure(args.profile, args.rounds, args.steps)
+    result = measure(args.profile, args.rounds, args.steps, args.workers)
     verdict = "met" if result["ratio"] >= TARGET else "missed"
     print(f"profile {result['profile']}: model fed {result['batch']}-image batches")
     print(f"preloaded tensors:                {result['preloaded']:8.1f} img/s")
