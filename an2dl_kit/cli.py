@@ -14,8 +14,18 @@ from pathlib import Path
 from an2dl_kit import __version__
 from an2dl_kit.errors import KitError
 
-TASKS = ("cells", "mars")
-PROFILES = ("kaggle", "local", "smoke")
+
+def _task_choices() -> tuple[str, ...]:
+    from an2dl_kit.task import TASKS
+
+    return TASKS.choices
+
+
+def _profile_choices() -> tuple[str, ...]:
+    """Every task's profile names (the run configuration modules are TensorFlow-free)."""
+    from an2dl_kit.tasks import PROFILES
+
+    return tuple(dict.fromkeys(name for task in PROFILES for name in PROFILES.load(task)))
 
 DESCRIPTION = """\
 an2dl-kit: train, check and submit for the two AN2DL 2024/25 challenges.
@@ -70,55 +80,64 @@ def _add_inspect(sub) -> None:
 def _add_check(sub) -> None:
     p = sub.add_parser("check", help="validate a leaderboard CSV against the test set")
     p.add_argument("file", type=Path, help="the submission CSV")
-    p.add_argument("--task", choices=TASKS, required=True)
+    p.add_argument("--task", choices=_task_choices(), required=True)
     p.add_argument("--test", type=Path, help="cells test_set.npz, or mars_for_students.npz (its test_set)")
     p.set_defaults(func=_handler("an2dl_kit.submission:cli"))
 
 
 def _add_score(sub) -> None:
     p = sub.add_parser("score", help="score a leaderboard CSV against known labels")
-    p.add_argument("--task", choices=TASKS, required=True)
+    p.add_argument("--task", choices=_task_choices(), required=True)
     p.add_argument("--pred", type=Path, required=True, help="the submission CSV")
     p.add_argument("--labels", type=Path, required=True, help="an npz with a `labels` array")
     p.set_defaults(func=_handler("an2dl_kit.metrics:cli"))
 
 
-def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a model and write the leaderboard files, reports and plots")
-    p.add_argument("task", choices=TASKS)
-    _add_data_arg(p)
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--profile", choices=PROFILES, default="local")
+def _add_run_settings(p: argparse.ArgumentParser) -> None:
+    """The run-configuration options of `train` and `compare`; all of them become validated overrides."""
+    from an2dl_kit.registries import BACKBONES, LOSSES
+
+    p.add_argument("--profile", choices=_profile_choices(), default="local")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="override any run-configuration field, e.g. --set epochs=80 --set tta=none (repeatable)")
     p.add_argument("--budget", type=float, help="training time budget in seconds (default: the profile's)")
     p.add_argument("--seed", type=int, help="random seed (default: the profile's)")
-    p.add_argument("--backbone", help="cells only: backbone name (see an2dl_kit.models.cells.BACKBONES)")
-    p.add_argument("--weights", help="cells only: imagenet, none, or a local weights file")
-    p.add_argument("--loss", help="mars only: cce, dice, tversky, focal or a sum such as cce+dice")
-    p.set_defaults(func=lambda args: _handler(f"an2dl_kit.tasks.{args.task}:cli")(args))
+    p.add_argument("--backbone", help=f"cells: {', '.join(BACKBONES.choices)}")
+    p.add_argument("--weights", help="cells: imagenet, none, or a local weights file")
+    p.add_argument("--loss", help=f"mars: {', '.join(LOSSES.choices)} or a sum such as cce+dice")
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model and write the leaderboard files, reports and plots")
+    p.add_argument("task", choices=_task_choices())
+    _add_data_arg(p)
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    _add_run_settings(p)
+    p.set_defaults(func=_handler("an2dl_kit.tasks.runner:train_cli"))
 
 
 def _add_compare(sub) -> None:
     p = sub.add_parser("compare", help="train several variants with one budget and write a comparison table")
-    p.add_argument("task", choices=TASKS)
+    p.add_argument("task", choices=_task_choices())
     _add_data_arg(p)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--profile", choices=PROFILES, default="local")
-    p.add_argument("--budget", type=float, help="training seconds per variant (default: the profile's)")
-    p.add_argument("--backbones", help="cells: comma-separated backbone names")
-    p.add_argument("--losses", help="mars: comma-separated losses, e.g. cce,dice,tversky,focal")
-    p.set_defaults(func=lambda args: _handler(f"an2dl_kit.tasks.{args.task}:compare_cli")(args))
+    _add_run_settings(p)
+    p.add_argument("--vary", metavar="FIELD=A,B,...", help="one run per value of a field, e.g. loss=cce,dice")
+    p.add_argument("--backbones", help="cells: the same as --vary backbone=A,B")
+    p.add_argument("--losses", help="mars: the same as --vary loss=A,B, e.g. cce,dice,tversky,focal")
+    p.set_defaults(func=_handler("an2dl_kit.tasks.runner:compare_cli"))
 
 
 def _add_kaggle(sub) -> None:
     p = sub.add_parser("bundle", help="write build/kernels/<task>/kernel.py and kernel-metadata.json")
-    p.add_argument("--task", choices=TASKS, required=True)
-    p.add_argument("--profile", choices=PROFILES, default="kaggle")
+    p.add_argument("--task", choices=_task_choices(), required=True)
+    p.add_argument("--profile", choices=_profile_choices(), default="kaggle")
     p.add_argument("--out", type=Path, default=Path("build/kernels"))
     p.set_defaults(func=_handler("an2dl_kit.bundle:cli"))
 
     p = sub.add_parser("run-local", help="run the bundled kernel here, in a Kaggle-like folder layout, on CPU")
-    p.add_argument("--task", choices=TASKS, required=True)
-    p.add_argument("--profile", choices=PROFILES, default="local")
+    p.add_argument("--task", choices=_task_choices(), required=True)
+    p.add_argument("--profile", choices=_profile_choices(), default="local")
     _add_data_arg(p)
     p.add_argument("--out", type=Path, help="output folder (default: build/run-local/<task>)")
     p.set_defaults(func=_handler("an2dl_kit.bundle:run_local_cli"))
@@ -131,9 +150,9 @@ def _add_kaggle(sub) -> None:
         ("submit", "validate a submission CSV and submit it to the competition"),
     ):
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("--task", choices=TASKS, required=True)
+        p.add_argument("--task", choices=_task_choices(), required=True)
         if name == "push":
-            p.add_argument("--profile", choices=PROFILES, default="kaggle")
+            p.add_argument("--profile", choices=_profile_choices(), default="kaggle")
         if name == "submit":
             p.add_argument("--file", type=Path, help="CSV to submit (default: the newest downloaded output)")
             p.add_argument("--message", help="submission message (the kit commit is appended)")

@@ -6,7 +6,8 @@ A phase is one `model.fit` with the callbacks every run needs:
   limit, a lost session) still leaves its best model among its outputs;
 - `keras.callbacks.BackupAndRestore` under `out_dir/backup/<phase>`: re-running the same command resumes
   the interrupted epoch count, and a finished phase is skipped with its best weights reloaded;
-- a time budget (`Deadline`) checked after every batch and before every epoch;
+- a time budget (`Deadline`) checked after every batch and before every epoch, and with a `Schedule` the
+  learning rate planned over the epochs that fit in it (one rule for both tasks and every phase);
 - a `history.csv` row per epoch, with the phase name, for the learning-curve plot.
 """
 
@@ -26,11 +27,11 @@ import keras
 import numpy as np
 
 from an2dl_kit.files import atomic_path, write_json
-from an2dl_kit.runtime import library_versions, log
+from an2dl_kit.runtime import log
 
 HISTORY_FILE = "history.csv"
 MODEL_FILE = "model.keras"
-# Stop when the time left is below the slowest epoch so far times this margin.
+# Stop when the time left is below the expected epoch time (`epoch_pace`) times this margin.
 EPOCH_TIME_MARGIN = 1.1
 
 
@@ -80,26 +81,83 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
     return value < best if mode == "min" else value > best
 
 
-class _BudgetStop(keras.callbacks.Callback):
-    """Stop after the batch that exhausts the deadline, or before an epoch that would not fit."""
+@dataclass(frozen=True)
+class Schedule:
+    """The learning rate as a function of training progress, 0 at the first batch and 1 at the end of the
+    last epoch that fits: `_BudgetPlanner` re-plans that end after every epoch, so a budget-limited run still
+    completes its schedule instead of being cut at a high rate. Both tasks and every phase use it.
 
-    def __init__(self, deadline: Deadline):
+    Args:
+        peak: the highest rate.
+        warmup: ramp linearly from 0 to `peak` instead of decaying.
+        floor: the cosine's lowest rate as a fraction of `peak`.
+        first_period: the first cosine period as a fraction of the run (1.0: one cosine, no restart); later
+            periods grow by `t_mul` (Keras' CosineDecayRestarts with m_mul 1, in progress units).
+        t_mul: period growth factor after each restart.
+    """
+
+    peak: float
+    warmup: bool = False
+    floor: float = 0.01
+    first_period: float = 1.0
+    t_mul: float = 2.0
+
+    def rate(self, progress: float) -> float:
+        progress = min(max(progress, 0.0), 1.0)
+        if self.warmup:
+            return self.peak * progress
+        period, start = self.first_period, 0.0
+        while progress >= start + period and period > 0:
+            start, period = start + period, period * self.t_mul
+        fraction = min((progress - start) / period, 1.0) if period > 0 else 1.0
+        return self.peak * (self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * fraction)))
+
+
+def epoch_pace(seconds: list[float]) -> float:
+    """Seconds an epoch is expected to take: the median after the first epoch, which also pays for graph
+    tracing and loader start-up; a median, so that one slow epoch on a shared machine does not halve the plan."""
+    if not seconds:
+        return 0.0
+    return float(np.median(seconds[1:])) if len(seconds) > 1 else float(seconds[0])
+
+
+class _BudgetPlanner(keras.callbacks.Callback):
+    """Fit training into the deadline: stop after the batch that exhausts it or before an epoch that would
+    not fit (at `epoch_pace` x EPOCH_TIME_MARGIN), and with a `Schedule` set the learning rate every batch from
+    the progress over the epochs that fit. Progress never goes back, so the rate never jumps up again."""
+
+    def __init__(self, deadline: Deadline, epochs: int, steps_per_epoch: int, schedule: Schedule | None):
         super().__init__()
-        self.deadline = deadline
-        self.slowest_epoch = 0.0
+        self.deadline, self.epochs, self.schedule = deadline, epochs, schedule
+        self.steps_per_epoch = max(int(steps_per_epoch), 1)
+        self.planned, self.progress, self.epoch = epochs, 0.0, 0
+        self.seconds: list[float] = []
         self.triggered = False
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = time.monotonic()
+        self.epoch, self._epoch_start = epoch, time.monotonic()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.schedule is None:
+            return
+        progress = (self.epoch + batch / self.steps_per_epoch) / max(self.planned, 1)
+        self.progress = max(self.progress, progress)
+        self.model.optimizer.learning_rate.assign(self.schedule.rate(self.progress))
 
     def on_train_batch_end(self, batch, logs=None):
         if self.deadline.remaining() <= 0:
             self._stop()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.slowest_epoch = max(self.slowest_epoch, time.monotonic() - self._epoch_start)
-        if self.deadline.remaining() < self.slowest_epoch * EPOCH_TIME_MARGIN:
+        self.seconds.append(time.monotonic() - self._epoch_start)
+        step = epoch_pace(self.seconds) * EPOCH_TIME_MARGIN
+        remaining = self.deadline.remaining()
+        if math.isfinite(remaining) and step > 0:
+            self.planned = min(self.epochs, epoch + 1 + int(max(remaining, 0.0) // step))
+        if remaining < step:
             self._stop()
+        if logs is not None and self.schedule is not None:
+            logs["learning_rate"] = float(self.schedule.rate(self.progress))
 
     def _stop(self):
         if not self.triggered:
@@ -200,7 +258,7 @@ def fit_phase(
     mode: str = "min",
     patience: int = 10,
     deadline: Deadline | None = None,
-    class_weight: dict[int, float] | None = None,
+    schedule: Schedule | None = None,
     best: float | None = None,
     signature: str = "",
     callbacks: tuple = (),
@@ -218,7 +276,7 @@ def fit_phase(
         monitor, mode: the metric that picks the best epoch, and whether lower ("min") or higher is better.
         patience: epochs without improvement before early stopping.
         deadline: the run's time budget; None for no budget.
-        class_weight: passed to `model.fit`.
+        schedule: the learning rate over the epochs that fit in the deadline (None: the optimizer's own).
         best: the best monitored value of earlier phases of the run; `model.keras` is only overwritten by
             a better epoch, and if this phase never beats it the earlier best weights are reloaded.
         signature: a description of the run's configuration; a backup made under another signature is
@@ -250,7 +308,7 @@ def fit_phase(
         log(f"phase {name}: no time left in the budget; skipped")
         return PhaseResult(name, 0, -1, best if best is not None else math.nan, 0.0, True)
 
-    budget = _BudgetStop(deadline)
+    budget = _BudgetPlanner(deadline, epochs, getattr(train, "num_batches", None) or 1, schedule)
     keeper = _BestKeeper(monitor, mode, phase_dir, model_path, best)
     recorder = _HistoryRecorder(out_dir / HISTORY_FILE, name)
     all_callbacks = [
@@ -273,7 +331,6 @@ def fit_phase(
         # Batches shuffle themselves from their seed; Keras would reorder them from the global NumPy state.
         shuffle=not isinstance(train, keras.utils.PyDataset),
         epochs=epochs,
-        class_weight=class_weight,
         callbacks=all_callbacks,
         verbose=_progress_verbosity() if verbose == "auto" else verbose,
     )
@@ -298,52 +355,3 @@ def fit_phase(
     log(f"phase {name}: {result.epochs_run} epochs in {seconds:.0f} s; best {monitor} "
         f"{result.best_value:.4f} at epoch {result.best_epoch + 1}")
     return result
-
-
-def run_record(*, task: str, profile: str, config: Any, runtime: Any, provenance: dict | None,
-               phases: list[PhaseResult], validation: dict, validation_tta: dict, score: str,
-               files: list[str], started: float) -> dict[str, Any]:
-    """The metrics.json keys every task shares; `score` names the headline metric behind `tta_gain`."""
-    from dataclasses import asdict as dataclass_dict
-
-    return {
-        "task": task,
-        "profile": profile,
-        "config": dataclass_dict(config),
-        "runtime": runtime.as_dict(),
-        "versions": library_versions(),
-        "provenance": provenance or {},
-        "phases": [phase.summary() for phase in phases],
-        "validation": validation,
-        "validation_tta": validation_tta,
-        "tta_gain": validation_tta[score] - validation[score],
-        "files": files,
-        "seconds_total": round(time.monotonic() - started, 2),
-    }
-
-
-def plot_learning_curves(history_csv: Path, png: Path) -> Path:
-    """Plot every metric that has a validation twin (loss, accuracy, mIoU...) against the epoch count."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    table = pd.read_csv(history_csv)
-    table["step"] = np.arange(len(table))
-    metrics = [c for c in table.columns if f"val_{c}" in table.columns]
-    fig, axes = plt.subplots(1, max(len(metrics), 1), figsize=(4.5 * max(len(metrics), 1), 3.6), squeeze=False)
-    for ax, metric in zip(axes[0], metrics, strict=False):
-        ax.plot(table["step"] + 1, table[metric], label="train")
-        ax.plot(table["step"] + 1, table[f"val_{metric}"], label="validation")
-        for boundary in np.flatnonzero(table["phase"].ne(table["phase"].shift()).to_numpy())[1:]:
-            ax.axvline(boundary + 0.5, color="grey", linestyle=":", linewidth=1)
-        ax.set_title(metric)
-        ax.set_xlabel("epoch (all phases)")
-        ax.legend()
-    fig.tight_layout()
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return Path(png)

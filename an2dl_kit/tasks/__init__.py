@@ -1,27 +1,43 @@
-"""The two challenges' training runs. Entry points for the kernels, the CLI and the benchmarks:
-`run(task, ...)` trains and writes every output; `profile_settings(task, ...)` is the resolved run
-configuration as a dict (TensorFlow-free)."""
+"""The two challenges' training runs, behind one runner (`tasks/runner.py`).
+
+Entry points for the kernels, the CLI and the benchmarks: `run(task, ...)` trains and writes every output;
+`resolve_config` / `profile_settings` give a profile with overrides, validated (TensorFlow-free). `PROFILES`
+and `HOOKS` name each task's profiles and runner hooks; a third task adds one line to each.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from an2dl_kit.task import TASKS
+from an2dl_kit import config as cfg
+from an2dl_kit.registry import Registry
+
+PROFILES: Registry[str] = Registry("task", {
+    "cells": "an2dl_kit.tasks.cells_config:PROFILES",
+    "mars": "an2dl_kit.tasks.mars_config:PROFILES",
+})
+HOOKS: Registry[str] = Registry("task", {
+    "cells": "an2dl_kit.tasks.cells:HOOKS",
+    "mars": "an2dl_kit.tasks.mars:HOOKS",
+})
+Overrides = Mapping[str, Any] | Iterable[str] | None
 
 
-def run(task: str, data: Path | None, out_dir: Path, profile: str = "local", *,
-        overrides: Mapping[str, Any] | None = None, provenance: dict | None = None) -> dict:
-    """Train `task` with `profile` plus `overrides` (run-configuration fields, e.g. {"budget_s": 60}),
-    write every output into `out_dir`, and return the metrics dict (metrics.json)."""
-    module = importlib.import_module(f"an2dl_kit.tasks.{TASKS.check(task)}")
-    return module.run(data, out_dir, profile, provenance=provenance, **dict(overrides or {}))
+def resolve_config(task: str, profile: str, overrides: Overrides = None):
+    """The task's profile with `overrides` ({field: value} or ["field=value"]), every field validated."""
+    return cfg.resolve(PROFILES.load(task), profile, overrides)
 
 
-def profile_settings(task: str, profile: str, overrides: Mapping[str, Any] | None = None) -> dict:
-    """The resolved run configuration of `task`/`profile` with `overrides`, as a dict."""
-    module = importlib.import_module(f"an2dl_kit.tasks.{TASKS.check(task)}")
-    return dataclasses.asdict(module.resolve_profile(profile, **dict(overrides or {})))
+def profile_settings(task: str, profile: str, overrides: Overrides = None) -> dict:
+    """`resolve_config` as nested plain data (group -> field -> value), as metrics.json records it."""
+    return cfg.as_dict(resolve_config(task, profile, overrides))
+
+
+def run(task: str, data: Path | None, out_dir: Path, profile: str = "local", *, overrides: Overrides = None,
+        provenance: dict | None = None) -> dict:
+    """Train `task` and write every output into `out_dir`; see `tasks.runner.run`."""
+    from an2dl_kit.tasks.runner import run as run_task
+
+    return run_task(task, data, out_dir, profile, overrides=overrides, provenance=provenance)

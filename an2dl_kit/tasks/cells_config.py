@@ -1,0 +1,145 @@
+"""The blood-cell run configuration and its profiles (TensorFlow-free: bundling and pushing read it).
+
+- `kaggle`: ConvNeXtBase with ImageNet weights, the reference solution's schedule (frozen phase then
+  fine-tuning, patience 10, AdamW + cosine restarts every 4 epochs, doubling), robustness augmentation with
+  CutMix/MixUp, two augmented copies per epoch, batch 64 per replica.
+- `local`: a small CNN from scratch that trains in 10 minutes on two CPU cores.
+- `smoke`: seconds, for tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from an2dl_kit.config import RunSettings, bounded, checked, choice, derive
+from an2dl_kit.errors import KitError
+from an2dl_kit.registries import BACKBONES, CELLS_AUGMENTATIONS
+from an2dl_kit.registry import Registry
+from an2dl_kit.tta import resolve_views
+
+HEAD = (512, 256, 128, 64)
+
+
+def _weights_request(value: str) -> None:
+    if value.lower() not in ("imagenet", "none") and not value.endswith(".h5"):
+        raise KitError("expected imagenet, none or a .h5/.weights.h5 file")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Data:
+    """Args:
+        val_fraction: stratified validation share.
+        max_train: keep at most this many training images (None: all); for smoke runs.
+    """
+
+    val_fraction: float = bounded(0.01, 0.9)
+    max_train: int | None = bounded(8, default=None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Model:
+    """Args:
+        backbone: a name of `registries.BACKBONES`.
+        weights: "imagenet", "none" or a local `.h5`/`.weights.h5` file.
+        allow_random_fallback: train from random init when the weights cannot be had (else an error).
+        image_size: resize inside the model to this side (None: the native 96).
+        head_units: widths of the head's Dense stack.
+    """
+
+    backbone: str = choice(BACKBONES)
+    weights: str = checked(_weights_request)
+    allow_random_fallback: bool = False
+    image_size: int | None = bounded(32, 512, default=None)
+    head_units: tuple[int, ...] = HEAD
+
+
+@dataclass(frozen=True, kw_only=True)
+class Training:
+    """Args:
+        batch_size: per replica; the global batch grows with the replica count.
+        epochs, learning_rate: phase 1 (the frozen-backbone phase, or the only phase from scratch).
+        finetune_epochs, finetune_learning_rate: phase 2, everything but the normalisation layers (skipped
+            from scratch or when 0).
+        warmup_epochs: from scratch, a first phase ramping the learning rate up linearly (0: none).
+        restart_epochs: the first cosine period, in epochs; restarts follow with periods growing by
+            `restart_t_mul`. Planned against the time budget, the periods shrink with the epochs that fit.
+        restart_t_mul: period growth factor after each restart.
+        lr_floor: the cosine's lowest rate as a fraction of the peak.
+        weight_decay: AdamW's decoupled weight decay.
+        label_smoothing: of the categorical cross-entropy.
+        patience: early-stopping patience in epochs.
+        seed: the run's seed (split, initialisation, augmentation).
+    """
+
+    batch_size: int = bounded(1, 4096)
+    epochs: int = bounded(1)
+    learning_rate: float = bounded(0.0, 1.0)
+    finetune_epochs: int = bounded(0)
+    finetune_learning_rate: float = bounded(0.0, 1.0)
+    warmup_epochs: int = bounded(0, default=0)
+    restart_epochs: float = bounded(0.01)
+    restart_t_mul: float = bounded(1.0)
+    lr_floor: float = bounded(0.0, 1.0, default=0.01)
+    weight_decay: float = bounded(0.0)
+    label_smoothing: float = bounded(0.0, 0.5)
+    patience: int = bounded(1)
+    seed: int = 42
+
+
+@dataclass(frozen=True, kw_only=True)
+class Augmentation:
+    """Args:
+        augment: a name of `registries.CELLS_AUGMENTATIONS`.
+        repeats: augmented copies of the training set per epoch.
+        cutmix_p, mixup_p: per-batch probabilities of CutMix and MixUp.
+    """
+
+    augment: str = choice(CELLS_AUGMENTATIONS)
+    repeats: int = bounded(1, 16)
+    cutmix_p: float = bounded(0.0, 1.0)
+    mixup_p: float = bounded(0.0, 1.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Inference:
+    """Args:
+        tta: a TTA view set of `tta.VIEW_SETS` or comma-separated view names.
+    """
+
+    tta: str = checked(resolve_views)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CellsConfig:
+    """Everything that defines a cells run, grouped by concern (see `an2dl_kit.config`)."""
+
+    TASK: ClassVar[str] = "cells"
+    data: Data
+    model: Model
+    training: Training
+    augmentation: Augmentation
+    inference: Inference
+    run: RunSettings = field(default_factory=lambda: RunSettings(budget_s=None, workers=2))
+
+
+KAGGLE = CellsConfig(
+    data=Data(val_fraction=0.1),
+    model=Model(backbone="convnext_base", weights="imagenet"),
+    training=Training(batch_size=64, epochs=40, learning_rate=1e-4, finetune_epochs=40, finetune_learning_rate=1e-5,
+                      restart_epochs=4.0, restart_t_mul=2.0, weight_decay=1e-4, label_smoothing=0.1, patience=10),
+    augmentation=Augmentation(augment="robust_strong", repeats=2, cutmix_p=0.25, mixup_p=0.25),
+    inference=Inference(tta="reference"),
+    run=RunSettings(budget_s=10 * 3600, workers=4),
+)
+LOCAL = derive(
+    KAGGLE, backbone="small_cnn", weights="none", image_size=48, batch_size=32, epochs=60, learning_rate=3e-3,
+    finetune_epochs=0, finetune_learning_rate=0.0, warmup_epochs=2, restart_epochs=60.0, patience=60,
+    augment="robust", repeats=1, cutmix_p=0.0, mixup_p=0.0, tta="dihedral", budget_s=600.0, workers=2,
+)
+SMOKE = derive(
+    LOCAL, val_fraction=0.25, max_train=64, allow_random_fallback=True, image_size=32, batch_size=16, epochs=1,
+    learning_rate=1e-3, warmup_epochs=0, restart_epochs=1.0, patience=1, seed=0, cutmix_p=0.5, mixup_p=0.5,
+    tta="reference", budget_s=120.0,
+)
+PROFILES: Registry[CellsConfig] = Registry("cells profile", {"kaggle": KAGGLE, "local": LOCAL, "smoke": SMOKE})

@@ -1,0 +1,421 @@
+"""The one task runner: inputs -> clean -> split -> runtime -> phases -> TTA -> files -> summary.
+
+A task (`tasks/cells.py`, `tasks/mars.py`) provides only what differs, as a `TaskHooks` object: how to load
+and clean its files, what to stratify on, the model, batches and training phases (`TrainingPlan`), how
+probabilities become labels and scores, and its own leaderboard files and plots. Everything else is here, once:
+the split, the runtime, the phase loop with the time budget and resume, TTA over named views, the learning
+curves, `metrics.json` (one schema for both tasks, `METRICS_KEYS`) and the printed summary. `compare` trains a
+list of named override sets with one budget, for either task.
+
+A third task: describe it in `an2dl_kit/task.py`, write `tasks/<name>_config.py` (profiles) and
+`tasks/<name>.py` (a `TaskHooks` named `HOOKS`), and name both in `tasks/__init__.py`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from an2dl_kit import config as cfg
+from an2dl_kit import runtime as rt
+from an2dl_kit.task import LABELS_FILE, TaskInfo
+from an2dl_kit.training import HISTORY_FILE, MODEL_FILE, Deadline, PhaseResult, Schedule, fit_phase
+
+METRICS_JSON = "metrics.json"
+LEARNING_CURVES_PNG = "learning_curves.png"
+SCHEMA_VERSION = 1
+# Test images per prediction chunk: bounds the memory of probability maps (the Mars test set has 10,022).
+PREDICT_CHUNK = 1024
+# metrics.json's keys, the same for every task (README "metrics.json").
+METRICS_KEYS = (
+    "schema", "task", "profile", "overrides", "config", "provenance", "runtime", "versions", "machine",
+    "samples", "cleaning", "model", "phases", "validation", "validation_tta", "tta", "postprocess", "test",
+    "test_tta", "details", "seconds", "files",
+)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A task's cleaned competition files."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    test: np.ndarray | None
+    test_path: Path | None
+    cleaning: dict
+
+
+@dataclass(frozen=True)
+class RunData:
+    """The arrays of one run, as the model takes them; `y_test` only where labels sit beside the test set."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray | None
+    y_test: np.ndarray | None
+    cleaning: dict
+
+    def samples(self) -> dict:
+        return {"train": len(self.x_train), "validation": len(self.x_val),
+                "test": 0 if self.x_test is None else len(self.x_test)}
+
+
+@dataclass
+class Phase:
+    """One `fit_phase` of a plan: `compile(model)` (freezing what the phase keeps fixed) runs in the strategy
+    scope just before it."""
+
+    name: str
+    epochs: int
+    schedule: Schedule
+    compile: Callable[[Any], None]
+    callbacks: tuple = ()
+
+
+@dataclass
+class TrainingPlan:
+    """What a task trains: the model, its batches, its phases; `details()` is read after training."""
+
+    model: Any
+    train: Any
+    val: Any
+    phases: list[Phase]
+    model_info: dict
+    details: Callable[[], dict] = dict
+    batch_size: int = 64
+
+
+@dataclass
+class Results:
+    """Scores and labels after training; `postprocess` is what the task chose on validation."""
+
+    validation: dict
+    validation_tta: dict
+    val_labels: np.ndarray
+    test_labels: np.ndarray | None = None
+    test: dict | None = None
+    test_tta: dict | None = None
+    postprocess: dict = field(default_factory=dict)
+
+
+class TaskHooks:
+    """What a task provides to the runner; see `tasks/cells.py` and `tasks/mars.py`."""
+
+    info: TaskInfo
+    dense: bool  # per-pixel predictions: TTA views are undone on the probability maps
+
+    def load(self, data: Path | None) -> Loaded:
+        raise NotImplementedError
+
+    def strata(self, labels: np.ndarray) -> np.ndarray:
+        return labels
+
+    def to_inputs(self, images: np.ndarray) -> np.ndarray:
+        return images
+
+    def plan(self, config, runtime, data: RunData) -> TrainingPlan:
+        raise NotImplementedError
+
+    def choose_postprocess(self, config, y_val: np.ndarray, probabilities: np.ndarray, plain: dict) -> dict:
+        """Post-processing settings chosen on validation (passed to `to_labels`); none by default."""
+        return {}
+
+    def to_labels(self, probabilities: np.ndarray, config, postprocess: Mapping) -> np.ndarray:
+        raise NotImplementedError
+
+    def scores(self, truth: np.ndarray, labels: np.ndarray) -> dict:
+        raise NotImplementedError
+
+    def write_outputs(self, out_dir: Path, config, data: RunData, results: Results) -> list[str]:
+        """The task's leaderboard files and plots; returns the names written."""
+        raise NotImplementedError
+
+    def score_line(self, label: str, scores: dict) -> str:
+        raise NotImplementedError
+
+
+def hooks_for(task: str) -> TaskHooks:
+    from an2dl_kit.tasks import HOOKS
+
+    return HOOKS.load(task)
+
+
+# --- the run -----------------------------------------------------------------------------------------------
+
+
+def run(task: str, data: Path | None, out_dir: Path, profile: str = "local", *,
+        overrides: Mapping[str, Any] | list[str] | None = None, provenance: dict | None = None) -> dict:
+    """Train `task` and write every output into `out_dir`; returns the metrics dict (also metrics.json).
+
+    Args:
+        task: "cells" or "mars".
+        data: folder searched for the competition files (None: $AN2DL_INPUT or /kaggle/input).
+        out_dir: output folder (created); re-running into it resumes an interrupted run.
+        profile: a profile of the task (`tasks.PROFILES`).
+        overrides: run-configuration fields, as {field: value} or ["field=value", ...].
+        provenance: recorded as is in metrics.json (commit, kernel version...).
+    """
+    from an2dl_kit.tasks import resolve_config
+
+    started, cpu_started = time.monotonic(), time.process_time()
+    hooks = hooks_for(task)
+    config = resolve_config(task, profile, overrides)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_data = prepare_data(hooks, config, data)
+    runtime = rt.setup_runtime(config.training.seed, config.run.precision)
+    rt.log(f"{task}: {runtime.describe()}")
+    plan = hooks.plan(config, runtime, run_data)
+    rt.log(f"{task}: {plan.model.name}, {plan.model_info['params']:,} parameters")
+    phases = train(hooks, config, plan, runtime, out_dir)
+    train_seconds = (time.monotonic() - started, time.process_time() - cpu_started)
+    if not (out_dir / MODEL_FILE).exists():
+        plan.model.save(out_dir / MODEL_FILE)
+
+    predict_started = time.monotonic()
+    results = evaluate(hooks, config, plan, run_data)
+    predict_seconds = time.monotonic() - predict_started
+    files = hooks.write_outputs(out_dir, config, run_data, results) + [MODEL_FILE]
+    if (out_dir / HISTORY_FILE).exists():
+        from an2dl_kit.plots import learning_curves
+
+        learning_curves(out_dir / HISTORY_FILE, out_dir / LEARNING_CURVES_PNG)
+        files += [HISTORY_FILE, LEARNING_CURVES_PNG]
+    metrics = metrics_record(
+        hooks, config, profile=profile, overrides=overrides, provenance=provenance, runtime=runtime,
+        data=run_data, plan=plan, phases=phases, results=results, files=files + [METRICS_JSON],
+        seconds={"training": train_seconds[0], "training_cpu": train_seconds[1], "predict": predict_seconds,
+                 "total": time.monotonic() - started})
+    from an2dl_kit.files import write_json
+
+    write_json(out_dir / METRICS_JSON, metrics)
+    rt.log(f"{task}: done in {metrics['seconds']['total']:.0f} s")
+    return metrics
+
+
+def prepare_data(hooks: TaskHooks, config, data: Path | None) -> RunData:
+    """Load and clean, stratified split, optional cap on the training set, known test labels."""
+    from an2dl_kit.data.split import stratified_split
+
+    loaded = hooks.load(data)
+    seed = config.training.seed
+    train_idx, val_idx = stratified_split(hooks.strata(loaded.labels), config.data.val_fraction, seed)
+    if config.data.max_train is not None:
+        train_idx = np.sort(np.random.default_rng(seed).permutation(train_idx)[:config.data.max_train])
+    test = None if loaded.test is None else hooks.to_inputs(loaded.test)
+    run_data = RunData(
+        x_train=hooks.to_inputs(loaded.images[train_idx]), y_train=loaded.labels[train_idx],
+        x_val=hooks.to_inputs(loaded.images[val_idx]), y_val=loaded.labels[val_idx], x_test=test,
+        y_test=known_test_labels(loaded.test_path, loaded.test, loaded.labels.shape[1:]), cleaning=loaded.cleaning)
+    counts = run_data.samples()
+    rt.log(f"{hooks.info.name}: {counts['train']} training, {counts['validation']} validation, "
+           f"{counts['test']} test images")
+    return run_data
+
+
+def known_test_labels(test_path: Path | None, test: np.ndarray | None, label_shape: tuple) -> np.ndarray | None:
+    """`test_labels.npz` beside the test file when it matches the test set (synthetic data and the shared
+    stand-ins only; the competitions keep theirs)."""
+    from an2dl_kit.data.io import load_labels
+
+    if test_path is None or test is None or not (test_path.parent / LABELS_FILE).exists():
+        return None
+    labels = load_labels(test_path.parent / LABELS_FILE)
+    labels = labels.reshape(len(labels), *label_shape) if labels.size == len(test) * int(np.prod(label_shape)) \
+        else labels
+    return labels if labels.shape == (len(test), *label_shape) else None
+
+
+def train(hooks: TaskHooks, config, plan: TrainingPlan, runtime, out_dir: Path) -> list[PhaseResult]:
+    """Every phase of the plan under one deadline; the model ends with the best weights of the run."""
+    deadline = Deadline(config.run.budget_s)
+    signature = cfg.resume_signature(config)
+    results: list[PhaseResult] = []
+    best = None
+    for phase in plan.phases:
+        with runtime.scope():
+            phase.compile(plan.model)
+        result = fit_phase(plan.model, plan.train, plan.val, name=phase.name, epochs=phase.epochs, out_dir=out_dir,
+                           monitor=hooks.info.monitor, mode="max", patience=config.training.patience,
+                           deadline=deadline, schedule=phase.schedule, best=best, signature=signature,
+                           callbacks=phase.callbacks)
+        results.append(result)
+        if np.isfinite(result.best_value) and (best is None or result.best_value > best):
+            best = result.best_value
+    return results
+
+
+# --- prediction ------------------------------------------------------------------------------------------
+
+
+def predict_views(model, x: np.ndarray, views: tuple[str, ...], dense: bool,
+                  batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(identity-view probabilities, mean probabilities over `views`) in one pass over the views."""
+    from an2dl_kit.tta import predict_tta
+
+    total, identity = None, None
+    for view in views:
+        probs = predict_tta(model, x, (view,), batch_size=batch_size, dense=dense)
+        identity = probs if view == "identity" else identity
+        total = probs if total is None else total + probs
+    if identity is None:
+        identity = predict_tta(model, x, ("identity",), batch_size=batch_size, dense=dense)
+    return identity, total / len(views)
+
+
+def evaluate(hooks: TaskHooks, config, plan: TrainingPlan, data: RunData) -> Results:
+    """Validation with and without TTA, post-processing chosen on validation, then the test set in chunks
+    (never all of its probability maps in memory at once)."""
+    from an2dl_kit.tta import resolve_views
+
+    views = resolve_views(config.inference.tta)
+    rt.log(f"{hooks.info.name}: predicting with TTA views {', '.join(views)}")
+    identity, mean = predict_views(plan.model, data.x_val, views, hooks.dense, plan.batch_size)
+    validation = hooks.scores(data.y_val, hooks.to_labels(identity, config, {}))
+    validation_tta = hooks.scores(data.y_val, hooks.to_labels(mean, config, {}))
+    postprocess = hooks.choose_postprocess(config, data.y_val, mean, validation_tta)
+    results = Results(validation, validation_tta, hooks.to_labels(mean, config, postprocess),
+                      postprocess=postprocess)
+    if data.x_test is None:
+        return results
+    plain, merged = [], []
+    for start in range(0, len(data.x_test), PREDICT_CHUNK):
+        identity, mean = predict_views(plan.model, data.x_test[start:start + PREDICT_CHUNK], views, hooks.dense,
+                                       plan.batch_size)
+        plain.append(hooks.to_labels(identity, config, postprocess))
+        merged.append(hooks.to_labels(mean, config, postprocess))
+    results.test_labels = np.concatenate(merged)
+    if data.y_test is not None:
+        results.test = hooks.scores(data.y_test, np.concatenate(plain))
+        results.test_tta = hooks.scores(data.y_test, results.test_labels)
+    return results
+
+
+# --- records and summaries ---------------------------------------------------------------------------------
+
+
+def metrics_record(hooks: TaskHooks, config, *, profile: str, overrides, provenance: dict | None, runtime,
+                   data: RunData, plan: TrainingPlan, phases: list[PhaseResult], results: Results,
+                   files: list[str], seconds: dict) -> dict:
+    """metrics.json: the same keys (`METRICS_KEYS`) for every task; task-specific extras go under "details"."""
+    from an2dl_kit.tta import resolve_views
+
+    score = hooks.info.score
+    load = dict(zip(("1min", "5min", "15min"), np.round(os.getloadavg(), 2).tolist(), strict=True))
+    record = {
+        "schema": SCHEMA_VERSION, "task": hooks.info.name, "profile": profile,
+        "overrides": _overrides_dict(overrides), "config": cfg.as_dict(config), "provenance": provenance or {},
+        "runtime": runtime.as_dict(), "versions": rt.library_versions(),
+        "machine": {"cpu_count": os.cpu_count(), "load_average": load},
+        "samples": data.samples(), "cleaning": data.cleaning, "model": plan.model_info,
+        "phases": [phase.summary() for phase in phases],
+        "validation": results.validation, "validation_tta": results.validation_tta,
+        "tta": {"views": list(resolve_views(config.inference.tta)),
+                "gain": results.validation_tta[score] - results.validation[score]},
+        "postprocess": results.postprocess, "test": results.test, "test_tta": results.test_tta,
+        "details": plan.details(), "seconds": {k: round(v, 2) for k, v in seconds.items()}, "files": files,
+    }
+    assert tuple(record) == METRICS_KEYS
+    return record
+
+
+def _overrides_dict(overrides) -> dict:
+    if overrides is None:
+        return {}
+    values = dict(overrides) if isinstance(overrides, Mapping) else cfg.parse_assignments(overrides)
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def summary_lines(hooks: TaskHooks, metrics: dict) -> list[str]:
+    """What `an2dl train` prints: validation with and without TTA, the gain, test scores when known."""
+    lines = [hooks.score_line("validation", metrics["validation"]),
+             hooks.score_line("validation+TTA", metrics["validation_tta"]),
+             f"TTA gain {metrics['tta']['gain']:+.4f} ({len(metrics['tta']['views'])} views)"
+             + "".join(f"; {k} {v:.4g}" for k, v in metrics["postprocess"].items())]
+    if metrics["test"] is not None:
+        lines += [hooks.score_line("test", metrics["test"]), hooks.score_line("test+TTA", metrics["test_tta"])]
+    return lines
+
+
+def compare(task: str, data: Path | None, out_dir: Path, profile: str,
+            variants: Mapping[str, Mapping[str, Any] | list[str]]) -> tuple[Path, Path]:
+    """Train one run per named override set (same profile, budget and seed) into `out_dir/<name>/`, then write
+    `out_dir/compare_<task>.md` and `.csv`: validation scores (with TTA, per class), the plain headline score,
+    the test score when known, epochs, training time and parameters."""
+    from an2dl_kit.files import write_table
+    from an2dl_kit.tasks import resolve_config
+
+    for overrides in variants.values():
+        resolve_config(task, profile, overrides)  # every variant is checked before the first one trains
+    hooks, rows = hooks_for(task), []
+    score = hooks.info.score
+    for name, overrides in variants.items():
+        metrics = run(task, data, Path(out_dir) / name.replace("+", "_"), profile, overrides=overrides)
+        row = {"variant": name, f"plain_{score}": metrics["validation"][score]}
+        for key, value in metrics["validation_tta"].items():  # scalars and per-class dicts; not the matrix
+            row.update({f"{key}_{k}".replace(" ", "_"): v for k, v in value.items()} if isinstance(value, dict)
+                       else {} if isinstance(value, list) else {key: value})
+        if metrics["test_tta"] is not None:
+            row[f"test_{score}_tta"] = metrics["test_tta"][score]
+        row.update(epochs=sum(p["epochs_run"] for p in metrics["phases"]), params=metrics["model"]["params"],
+                   train_seconds=metrics["seconds"]["training"])
+        rows.append(row)
+    return write_table(rows, Path(out_dir) / f"compare_{task}")
+
+
+# --- command line ------------------------------------------------------------------------------------------
+
+
+def cli_overrides(args) -> list[str]:
+    """`--set FIELD=VALUE` options plus the shortcut flags (`--budget`, `--seed`, `--backbone`...)."""
+    shortcuts = {"budget_s": "budget", "seed": "seed", "backbone": "backbone", "weights": "weights", "loss": "loss"}
+    values = [f"{field}={getattr(args, flag)}" for field, flag in shortcuts.items()
+              if getattr(args, flag, None) is not None]
+    return values + list(getattr(args, "set", None) or [])
+
+
+def train_cli(args) -> int:
+    """`an2dl train TASK --data DIR --out DIR --profile P [--set FIELD=VALUE ...]`."""
+    metrics = run(args.task, args.data, args.out, args.profile, overrides=cli_overrides(args))
+    for line in summary_lines(hooks_for(args.task), metrics):
+        print(line)
+    print(f"wrote to {args.out}: {', '.join(metrics['files'])}")
+    return 0
+
+
+def compare_variants(args) -> dict[str, list[str]]:
+    """Named override lists from `--vary FIELD=A,B,...` (or the `--backbones` / `--losses` shortcuts), each
+    with the shared `--set` and shortcut overrides."""
+    from an2dl_kit.errors import KitError
+    from an2dl_kit.registries import BACKBONES
+
+    vary = args.vary or (f"backbone={args.backbones}" if getattr(args, "backbones", None) else None) \
+        or (f"loss={args.losses}" if getattr(args, "losses", None) else None)
+    field, sep, values = (vary or "").partition("=")
+    names = [v.strip() for v in values.split(",") if v.strip()]
+    if not sep or not names:
+        raise KitError("compare: give the values to compare, e.g. --vary loss=cce,dice or --backbones a,b")
+    common = cli_overrides(args)
+    variants = {}
+    for name in names:
+        extra = []
+        if field.strip() == "backbone" and not BACKBONES[name].imagenet:
+            extra = ["weights=none"]  # a backbone without published ImageNet weights trains from scratch
+        variants[name] = common + extra + [f"{field.strip()}={name}"]
+    return variants
+
+
+def compare_cli(args) -> int:
+    """`an2dl compare TASK --vary FIELD=A,B,... --profile P [--set ...]`: one run per value, one table."""
+    md, csv = compare(args.task, args.data, args.out, args.profile, compare_variants(args))
+    print(md.read_text(), end="")
+    print(f"wrote {md} and {csv}")
+    return 0
