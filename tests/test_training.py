@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from an2dl_kit.training import Deadline, fit_phase, plot_learning_curves
+from an2dl_kit.plots import learning_curves as plot_learning_curves
+from an2dl_kit.training import Deadline, Schedule, epoch_pace, fit_phase
 
 
 def data(n=64, seed=0):
@@ -160,3 +161,59 @@ def test_resumed_run_replays_the_epochs_it_replaces(tmp_path):
     straight = pd.read_csv(tmp_path / "straight" / "history.csv")
     resumed = pd.read_csv(tmp_path / "resumed" / "history.csv")
     np.testing.assert_allclose(resumed["loss"], straight["loss"], rtol=1e-5)
+
+
+def test_schedule_cosine_reaches_its_floor_at_the_end():
+    schedule = Schedule(2e-3, floor=0.02)
+    assert schedule.rate(0.0) == pytest.approx(2e-3)
+    assert schedule.rate(0.5) == pytest.approx(2e-3 * (0.02 + 0.98 * 0.5))
+    assert schedule.rate(1.0) == pytest.approx(2e-3 * 0.02)
+    assert schedule.rate(7.0) == pytest.approx(2e-3 * 0.02)  # past the end it stays at the floor
+
+
+def test_schedule_restarts_with_growing_periods_and_warmup_ramps():
+    # Periods 0.1, 0.2, 0.4... of the run, as CosineDecayRestarts(first 4 of 40 epochs, t_mul 2).
+    schedule = Schedule(1.0, floor=0.0, first_period=0.1, t_mul=2.0)
+    assert schedule.rate(0.05) == pytest.approx(0.5)
+    assert schedule.rate(0.1) == pytest.approx(1.0)  # the first restart
+    assert schedule.rate(0.2) == pytest.approx(0.5)  # halfway through the 0.2-long second period
+    assert schedule.rate(0.3) == pytest.approx(1.0)
+    assert Schedule(1.0, warmup=True).rate(0.25) == pytest.approx(0.25)
+
+
+def test_epoch_pace_ignores_the_first_epoch_and_one_slow_epoch():
+    assert epoch_pace([]) == 0.0
+    assert epoch_pace([30.0]) == 30.0
+    assert epoch_pace([30.0, 10.0, 11.0, 40.0, 10.0]) == pytest.approx(10.5)
+
+
+class SlowEpochs(keras.callbacks.Callback):
+    """Every epoch takes at least `seconds`: a slow machine, made deterministic."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = seconds
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = __import__("time").monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        left = self.seconds - (__import__("time").monotonic() - self.start)
+        if left > 0:
+            __import__("time").sleep(left)
+
+
+def test_schedule_planned_for_a_budget_reaches_its_last_epoch_within_it(tmp_path):
+    import time
+
+    model = tiny_model()
+    started = time.monotonic()
+    result = fit(model, tmp_path, epochs=100, deadline=Deadline(2.6), schedule=Schedule(0.05, floor=0.02),
+                 callbacks=(SlowEpochs(0.4),))
+    elapsed = time.monotonic() - started
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert result.stopped_by_budget and 3 <= result.epochs_run < 100
+    assert elapsed < 2.6 + 0.4, "the last epoch must end within the budget"
+    # The planned schedule ends with the budget: the last epoch trains near the floor, not at the peak.
+    assert history["learning_rate"].iloc[-1] < 0.2 * 0.05
+    assert history["learning_rate"].is_monotonic_decreasing
