@@ -1,11 +1,12 @@
 """The Codabench submission of the course's first challenge: `submission.zip` = `model.py` + the model.
 
 The platform imports `model.py`, builds `Model()` (no arguments; it loads the saved model from its own
-folder) and calls `predict(X)` with X of shape (n, 96, 96, 3), 0-255, expecting (n,) integer labels.
+folder) and calls `predict(X)` with X of shape (n, *CELLS.image_shape), 0-255, expecting (n,) integer labels.
 
-`model.py` is self-contained (NumPy and Keras only, no import of this kit): it is written from the source
-of `an2dl_kit.tta`, copied verbatim, followed by the `Model` class, so the submission runs exactly the
-test-time augmentation the run validated.
+`model.py` is self-contained (NumPy and Keras only, no import of this kit): it is written from the sources
+of `an2dl_kit.errors`, `an2dl_kit.registry` and `an2dl_kit.tta` (the TTA and the registry its views live
+in), copied verbatim less their imports of each other, followed by the `Model` class, so the submission
+runs exactly the test-time augmentation the run validated.
 """
 
 from __future__ import annotations
@@ -16,17 +17,23 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from an2dl_kit import tta
+from an2dl_kit import errors, registry, tta
 from an2dl_kit.files import atomic_path
+from an2dl_kit.task import CELLS
 
 MODEL_PY = "model.py"
 MODEL_FILE = "model.keras"
+# Copied into model.py in this order: each module's kit imports name only the modules before it.
+INLINED = (errors, registry, tta)
+FUTURE_IMPORT = "from __future__ import annotations"
 
 HEADER = """\
 # Codabench submission written by an2dl-kit. Self-contained: NumPy and Keras 3 only.
-# Model() loads {model_file} from this folder; Model().predict(X) maps (n, 96, 96, 3) images, 0-255, to
+# Model() loads {model_file} from this folder; Model().predict(X) maps (n, {shape}) images, 0-255, to
 # (n,) integer labels with test-time augmentation over the views in TTA_VIEWS.
-# The code below up to "Codabench entry point" is an2dl_kit/tta.py, copied verbatim.
+# The code below up to "Codabench entry point" is an2dl_kit/errors.py, registry.py and tta.py, copied
+# verbatim less their imports of each other.
+{future}
 """
 
 ENTRY_POINT = """
@@ -60,10 +67,18 @@ class Model:
 """
 
 
+def inlined_source(module) -> str:
+    """A module's source without its `__future__` import (model.py states it once, first, as Python requires)
+    and its imports of the kit (model.py holds what they name)."""
+    lines = inspect.getsource(module).splitlines(keepends=True)
+    return "".join(line for line in lines if not line.startswith((FUTURE_IMPORT, "from an2dl_kit.")))
+
+
 def model_source(views: Sequence[str]) -> str:
     """The text of `model.py` for the given TTA views."""
     views = tta.resolve_views(views)
-    return (HEADER.format(model_file=MODEL_FILE) + inspect.getsource(tta)
+    header = HEADER.format(model_file=MODEL_FILE, shape=", ".join(map(str, CELLS.image_shape)), future=FUTURE_IMPORT)
+    return (header + "".join(inlined_source(module) for module in INLINED)
             + ENTRY_POINT.format(views=repr(tuple(views)), model_file=MODEL_FILE))
 
 

@@ -12,10 +12,14 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from an2dl_kit.task import MARS
+
 PACKAGE = "an2dl"
-NUM_CLASSES = 5
-IGNORE_CLASS = 0
-CLASS_NAMES = ("background", "soil", "bedrock", "sand", "big_rock")
+
+
+def log_name(class_id: int) -> str:
+    """A class's name as it appears in metric names and epoch-log keys ("big rock" -> "big_rock")."""
+    return MARS.class_names[class_id].replace(" ", "_")
 
 
 def predicted_labels(y_pred, never_background: bool = True):
@@ -42,7 +46,7 @@ class LeaderboardMeanIoU(keras.metrics.MeanIoU):
         name: the metric's name in the logs.
     """
 
-    def __init__(self, num_classes: int = NUM_CLASSES, ignore_class: int | None = IGNORE_CLASS,
+    def __init__(self, num_classes: int = MARS.num_classes, ignore_class: int | None = MARS.ignored_class,
                  never_background: bool = True, name: str = "miou", **kwargs):
         super().__init__(num_classes=num_classes, ignore_class=ignore_class, name=name,
                          sparse_y_true=True, sparse_y_pred=True, **_strip_sparse_options(kwargs))
@@ -67,11 +71,12 @@ class ClassIoU(keras.metrics.IoU):
         name: the metric's name; default "iou_<class name>".
     """
 
-    def __init__(self, class_id: int, num_classes: int = NUM_CLASSES, ignore_class: int | None = IGNORE_CLASS,
-                 never_background: bool = True, name: str | None = None, **kwargs):
+    def __init__(self, class_id: int, num_classes: int = MARS.num_classes,
+                 ignore_class: int | None = MARS.ignored_class, never_background: bool = True,
+                 name: str | None = None, **kwargs):
         kwargs.pop("target_class_ids", None)
         super().__init__(num_classes=num_classes, target_class_ids=[int(class_id)], ignore_class=ignore_class,
-                         name=name or f"iou_{CLASS_NAMES[class_id]}", sparse_y_true=True, sparse_y_pred=True,
+                         name=name or f"iou_{log_name(class_id)}", sparse_y_true=True, sparse_y_pred=True,
                          **_strip_sparse_options(kwargs))
         self.class_id = int(class_id)
         self.never_background = bool(never_background)
@@ -85,12 +90,12 @@ class ClassIoU(keras.metrics.IoU):
         return {**config, "class_id": self.class_id, "never_background": self.never_background}
 
 
-def mars_metrics(num_classes: int = NUM_CLASSES, never_background: bool = True) -> list[keras.metrics.Metric]:
+def mars_metrics(num_classes: int = MARS.num_classes, never_background: bool = True) -> list[keras.metrics.Metric]:
     """The leaderboard mIoU ("miou") and the IoU of every class but background ("iou_<name>")."""
     return [LeaderboardMeanIoU(num_classes, never_background=never_background)] + [
         ClassIoU(k, num_classes, never_background=never_background) for k in range(1, num_classes)]
 
 
-def iou_log_keys(num_classes: int = NUM_CLASSES, prefix: str = "val_") -> dict[int, str]:
+def iou_log_keys(num_classes: int = MARS.num_classes, prefix: str = "val_") -> dict[int, str]:
     """{class index: epoch-log key} of the per-class metrics of `mars_metrics`."""
-    return {k: f"{prefix}iou_{CLASS_NAMES[k]}" for k in range(1, num_classes)}
+    return {k: f"{prefix}iou_{log_name(k)}" for k in range(1, num_classes)}

@@ -9,8 +9,9 @@ Leaving background out (`ignore_background=True`) gives background-labelled pixe
 term and drops the background class from the region losses: background marks unlabelled pixels, which the
 leaderboard ignores, so learning them only teaches the network to predict a class that scores nothing.
 
-`SegmentationLoss` wraps any sum of the functions (e.g. "cce+dice") for `model.compile`; its class weights
-live in a variable that `AdaptiveClassWeights` rewrites after every epoch from the validation IoU.
+The functions are registered by name in `registries.LOSSES`. `SegmentationLoss` wraps any sum of them
+(e.g. "cce+dice") for `model.compile`; its class weights live in a variable that `AdaptiveClassWeights`
+rewrites after every epoch from the validation IoU.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import keras
 import numpy as np
 from keras import ops
 
+from an2dl_kit.registries import LOSSES, loss_terms
+from an2dl_kit.task import MARS
+
 PACKAGE = "an2dl"
-NUM_CLASSES = 5
-BACKGROUND = 0
 SMOOTH = 1.0          # Laplace smoothing of the region losses: an absent, unpredicted class scores 1
 EPSILON = 1e-7        # probability clip inside logarithms
 TVERSKY_ALPHA = 0.3   # false-positive weight
@@ -38,7 +40,7 @@ def _prepare(y_true, y_pred, class_weights, ignore_background):
     weights = ops.ones((num_classes,), "float32") if class_weights is None else \
         ops.cast(ops.convert_to_tensor(class_weights), "float32")
     if ignore_background:
-        weights = weights * ops.cast(ops.arange(num_classes) != BACKGROUND, "float32")
+        weights = weights * ops.cast(ops.arange(num_classes) != MARS.ignored_class, "float32")
     pixel_weights = ops.sum(truth * weights, axis=-1)
     return truth, y_pred, pixel_weights, weights
 
@@ -95,27 +97,9 @@ def tversky(y_true, y_pred, class_weights=None, ignore_background=False, alpha=T
     return _class_mean(1.0 - score, weights)
 
 
-# name -> fn(y_true, y_pred, class_weights, ignore_background) -> scalar
-LOSSES = {
-    "cce": weighted_cce,
-    "dice": dice,
-    "tversky": tversky,
-    "focal": categorical_focal,
-}
-
-
-def parse_loss(spec: str) -> tuple[str, ...]:
-    """Split a loss spec such as "cce+dice" into its registered terms."""
-    terms = tuple(t.strip() for t in spec.split("+") if t.strip())
-    unknown = [t for t in terms if t not in LOSSES]
-    if not terms or unknown:
-        raise ValueError(f"unknown loss {spec!r}; use terms from {sorted(LOSSES)} joined by '+'")
-    return terms
-
-
 def combined_loss(y_true, y_pred, terms=("cce",), class_weights=None, ignore_background=False):
-    """The unweighted sum of the named loss terms."""
-    return sum(LOSSES[t](y_true, y_pred, class_weights, ignore_background) for t in terms)
+    """The unweighted sum of the loss terms, named as in `registries.LOSSES`."""
+    return sum(LOSSES.load(t)(y_true, y_pred, class_weights, ignore_background) for t in terms)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -123,15 +107,16 @@ class SegmentationLoss(keras.losses.Loss):
     """A sum of segmentation losses with class weights that callbacks can change during training.
 
     Args:
-        loss: registered terms joined by "+", e.g. "cce", "focal", "cce+dice".
+        loss: terms of `registries.LOSSES` joined by "+", e.g. "cce", "focal", "cce+dice"; an unknown term
+            is a `KitError`.
         class_weights: one weight per class (background included); None for all ones.
         ignore_background: give background-labelled pixels and the background class no weight.
         num_classes: the number of classes (the length of the weights).
     """
 
     def __init__(self, loss: str = "cce", class_weights=None, ignore_background: bool = True,
-                 num_classes: int = NUM_CLASSES, name: str | None = None, **kwargs):
-        self.terms = parse_loss(loss)
+                 num_classes: int = MARS.num_classes, name: str | None = None, **kwargs):
+        self.terms = loss_terms(loss)
         super().__init__(name=name or "_".join(self.terms), **kwargs)
         self.loss = loss
         self.ignore_background = bool(ignore_background)

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from an2dl_kit.data.io import CELLS_CLASSES, MARS_CLASSES
 from an2dl_kit.errors import SubmissionError
+from an2dl_kit.task import CELLS, MARS, TASKS
 
-MARS_IGNORE = 0
 CHUNK = 1 << 22  # pixels per bincount call: bounded memory for the 82 M pixels of the course test set
 
 
@@ -51,21 +50,21 @@ def mars_scores(y_true, y_pred) -> dict:
     """{"miou", "iou": {class name: IoU for 1..4, NaN if the class is absent from truth and prediction},
     "pixel_accuracy" (on labelled pixels), "background_predicted" (share of labelled pixels predicted 0),
     "confusion_matrix" (5x5, labelled pixels only)}."""
-    num_classes = len(MARS_CLASSES)
+    num_classes = MARS.num_classes
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true has shape {y_true.shape} but y_pred has {y_pred.shape}")
     t, p = y_true.reshape(-1), y_pred.reshape(-1)
-    labelled = t != MARS_IGNORE
+    labelled = t != MARS.ignored_class
     cm = confusion_matrix(t[labelled], p[labelled], num_classes)
     iou = iou_from_confusion(cm)
     valid = ~np.isnan(iou)
     n_labelled = cm.sum()
     return {
         "miou": float(iou[valid].mean()) if valid.any() else 0.0,
-        "iou": {MARS_CLASSES[c]: float(iou[c]) for c in range(1, num_classes)},
+        "iou": {MARS.class_names[c]: float(iou[c]) for c in range(1, num_classes)},
         "pixel_accuracy": float(np.trace(cm) / n_labelled) if n_labelled else 0.0,
-        "background_predicted": float(cm[:, MARS_IGNORE].sum() / n_labelled) if n_labelled else 0.0,
+        "background_predicted": float(cm[:, MARS.ignored_class].sum() / n_labelled) if n_labelled else 0.0,
         "confusion_matrix": cm,
     }
 
@@ -73,7 +72,7 @@ def mars_scores(y_true, y_pred) -> dict:
 def cells_scores(y_true, y_pred) -> dict:
     """Accuracy; macro precision, recall and F1 as scikit-learn computes them (average over the classes
     present in y_true or y_pred, 0 where undefined); per-class F1; the 8x8 confusion matrix."""
-    num_classes = len(CELLS_CLASSES)
+    num_classes = CELLS.num_classes
     y_true, y_pred = np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)
     cm = confusion_matrix(y_true, y_pred, num_classes)
     tp = np.diag(cm).astype(np.float64)
@@ -88,17 +87,18 @@ def cells_scores(y_true, y_pred) -> dict:
         "precision": float(precision[present].mean()) if present.any() else 0.0,
         "recall": float(recall[present].mean()) if present.any() else 0.0,
         "f1": float(f1[present].mean()) if present.any() else 0.0,
-        "f1_per_class": {CELLS_CLASSES[c]: float(f1[c]) for c in range(num_classes)},
+        "f1_per_class": {CELLS.class_names[c]: float(f1[c]) for c in range(num_classes)},
         "confusion_matrix": cm,
     }
 
 
 def format_scores(task: str, scores: dict) -> str:
     """Human-readable lines for `an2dl score` and reports."""
-    if task == "mars":
+    if task == MARS.name:
         per_class = "  ".join(f"{name} {value:.4f}" for name, value in scores["iou"].items())
         return (
-            f"mIoU {scores['miou']:.4f}  (MeanIoU(num_classes=5, ignore_class=0), the leaderboard metric)\n"
+            f"mIoU {scores['miou']:.4f}  (MeanIoU(num_classes={MARS.num_classes}, "
+            f"ignore_class={MARS.ignored_class}), the leaderboard metric)\n"
             f"IoU  {per_class}\n"
             f"pixel accuracy {scores['pixel_accuracy']:.4f} on labelled pixels; "
             f"background predicted on {scores['background_predicted']:.2%} of them"
@@ -106,7 +106,7 @@ def format_scores(task: str, scores: dict) -> str:
     cm = scores["confusion_matrix"]
     width = max(len(str(cm.max())), 3)
     rows = [" " * 22 + " ".join(f"{c:>{width}}" for c in range(len(cm)))]
-    rows += [f"{c} {CELLS_CLASSES[c]:<20}" + " ".join(f"{v:>{width}}" for v in cm[c]) for c in range(len(cm))]
+    rows += [f"{c} {CELLS.class_names[c]:<20}" + " ".join(f"{v:>{width}}" for v in cm[c]) for c in range(len(cm))]
     return (
         f"accuracy {scores['accuracy']:.4f}  macro precision {scores['precision']:.4f}  "
         f"recall {scores['recall']:.4f}  F1 {scores['f1']:.4f}\n"
@@ -119,8 +119,9 @@ def score_files(task: str, pred: str | os.PathLike, labels: str | os.PathLike) -
     from an2dl_kit.data.io import load_labels
     from an2dl_kit.submission import read_checked
 
+    info = TASKS[task]
     truth = load_labels(labels)
-    expected_rank = {"cells": 1, "mars": 3}[task]
+    expected_rank = 1 + len(info.label_shape)
     if truth.ndim != expected_rank:
         raise SubmissionError(
             f"{labels}: 'labels' has rank {truth.ndim}, expected {expected_rank} for {task}"
@@ -128,7 +129,7 @@ def score_files(task: str, pred: str | os.PathLike, labels: str | os.PathLike) -
     predicted, _ = read_checked(pred, task, len(truth))
     if predicted.shape != truth.shape:
         raise SubmissionError(f"{pred}: predictions have shape {predicted.shape}, labels {truth.shape}")
-    return mars_scores(truth, predicted) if task == "mars" else cells_scores(truth, predicted)
+    return mars_scores(truth, predicted) if info is MARS else cells_scores(truth, predicted)
 
 
 def cli(args: argparse.Namespace) -> int:

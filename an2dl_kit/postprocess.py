@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-BACKGROUND = 0
+from an2dl_kit.task import MARS
 
 
 def never_background(probabilities: np.ndarray) -> np.ndarray:
@@ -24,7 +24,7 @@ def plain_argmax(probabilities: np.ndarray) -> np.ndarray:
     return np.argmax(probabilities, axis=-1).astype(np.uint8)
 
 
-def majority_filter(labels: np.ndarray, size: int = 5, num_classes: int = 5) -> np.ndarray:
+def majority_filter(labels: np.ndarray, size: int = 5, num_classes: int = MARS.num_classes) -> np.ndarray:
     """Replace each label by the most frequent label in its size x size window (ties: the lower class).
 
     Args:

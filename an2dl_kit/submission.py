@@ -14,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from an2dl_kit.data.io import CELLS_CLASSES, MARS_CLASSES, MARS_SHAPE
 from an2dl_kit.errors import DataError, SubmissionError
 from an2dl_kit.files import atomic_path
+from an2dl_kit.task import CELLS, MARS, TASKS
 
-MARS_PIXELS = MARS_SHAPE[0] * MARS_SHAPE[1]
+MARS_PIXELS = int(np.prod(MARS.label_shape))
 MARS_HEADER = "id," + ",".join(str(i) for i in range(MARS_PIXELS))
 CELLS_HEADER = "id,label"
-NUM_CLASSES = {"cells": len(CELLS_CLASSES), "mars": len(MARS_CLASSES)}
+HEADERS = {CELLS.name: CELLS_HEADER, MARS.name: MARS_HEADER}
 COMMA, NEWLINE, ZERO = ord(","), ord("\n"), ord("0")
 
 
@@ -46,7 +46,7 @@ def _integer_labels(path: Path, labels: np.ndarray, num_classes: int) -> np.ndar
 def write_cells_csv(path: str | os.PathLike, labels: np.ndarray) -> Path:
     """Write `id,label` for predicted class ids (M,)."""
     path = Path(path)
-    labels = _integer_labels(path, np.asarray(labels).reshape(-1), NUM_CLASSES["cells"])
+    labels = _integer_labels(path, np.asarray(labels).reshape(-1), CELLS.num_classes)
     lines = [CELLS_HEADER] + [f"{i},{label}" for i, label in enumerate(labels)]
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -67,11 +67,11 @@ def write_mars_csv(path: str | os.PathLike, masks: np.ndarray, chunk_rows: int =
     """Write the Kaggle CSV for predicted masks (M, 64, 128) with labels 0..4, `chunk_rows` rows at a time."""
     path = Path(path)
     masks = np.asarray(masks)
-    if masks.ndim != 3 or masks.shape[1:] != MARS_SHAPE:
+    if masks.shape[1:] != MARS.label_shape:
         raise SubmissionError(
-            f"{path}: masks have shape {masks.shape}, expected (M, {MARS_SHAPE[0]}, {MARS_SHAPE[1]})"
+            f"{path}: masks have shape {masks.shape}, expected (M, {', '.join(map(str, MARS.label_shape))})"
         )
-    masks = _integer_labels(path, masks, NUM_CLASSES["mars"]).astype(np.uint8)
+    masks = _integer_labels(path, masks, MARS.num_classes).astype(np.uint8)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         handle.write(MARS_HEADER.encode() + b"\n")
         for start in range(0, len(masks), chunk_rows):
@@ -193,20 +193,20 @@ def _check_ids(path: Path, ids: np.ndarray, n_test: int | None = None) -> None:
 
 
 def _read(path: Path, task: str, n_test: int | None = None) -> np.ndarray:
-    header = {"cells": CELLS_HEADER, "mars": MARS_HEADER}[task]
-    ids, values = _read_ids_and_rows(path, header, NUM_CLASSES[task])
+    info = TASKS[task]
+    ids, values = _read_ids_and_rows(path, HEADERS[task], info.num_classes)
     _check_ids(path, ids, n_test)
-    return values[:, 0].astype(np.int64) if task == "cells" else values.reshape(-1, *MARS_SHAPE)
+    return values.reshape(-1, *info.label_shape) if info.label_shape else values[:, 0].astype(np.int64)
 
 
 def read_cells_csv(path: str | os.PathLike) -> np.ndarray:
     """Read an `id,label` CSV back; returns int64 labels (M,) after checking header, ids and labels."""
-    return _read(Path(path), "cells")
+    return _read(Path(path), CELLS.name)
 
 
 def read_mars_csv(path: str | os.PathLike) -> np.ndarray:
     """Read a Mars CSV back exactly: uint8 masks (M, 64, 128), after checking header, ids and labels."""
-    return _read(Path(path), "mars")
+    return _read(Path(path), MARS.name)
 
 
 # --- validation --------------------------------------------------------------------------------------------
@@ -215,15 +215,14 @@ def read_mars_csv(path: str | os.PathLike) -> np.ndarray:
 def read_checked(path: str | os.PathLike, task: str, n_test: int | None) -> tuple[np.ndarray, str]:
     """`check_submission` that also returns the labels read (cells (M,), mars (M, 64, 128))."""
     path = Path(path)
-    if task not in NUM_CLASSES:
-        raise SubmissionError(f"{task}: unknown task, expected one of {', '.join(NUM_CLASSES)}")
+    info = TASKS[task]
     labels = _read(path, task, n_test)
     # count_nonzero per class: bincount would first copy 82 M uint8 labels to intp on the course test set.
-    counts = np.array([np.count_nonzero(labels == c) for c in range(NUM_CLASSES[task])])
+    counts = np.array([np.count_nonzero(labels == c) for c in range(info.num_classes)])
     shares = ", ".join(f"{c}:{n / max(counts.sum(), 1):.1%}" for c, n in enumerate(counts))
     summary = f"{path}: OK, {task}, {len(labels)} rows, label shares {shares}"
-    if task == "mars" and counts[0]:
-        summary += " (background predictions score as errors on labelled pixels)"
+    if info.ignored_class is not None and counts[info.ignored_class]:
+        summary += f" ({info.class_names[info.ignored_class]} predictions score as errors on labelled pixels)"
     return labels, summary
 
 
@@ -242,7 +241,7 @@ def count_test_rows(task: str, path: str | os.PathLike) -> int:
     from an2dl_kit.data.io import npz_shape
 
     path = Path(path)
-    keys = {"cells": ("images", "labels"), "mars": ("test_set", "labels")}[task]
+    keys = {CELLS.name: ("images", "labels"), MARS.name: ("test_set", "labels")}[TASKS.check(task)]
     for key in keys:
         try:
             return npz_shape(path, key)[0]

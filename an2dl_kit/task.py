@@ -20,6 +20,7 @@ class TaskInfo:
         class_names: every class, in label order.
         ignored_class: a label the leaderboard metric ignores (Mars background), or None.
         image_shape: one input image as stored in the competition files.
+        label_shape: one label as the leaderboard scores it: () for a class, (H, W) for a mask.
         train_file: the training file's name.
         test_file: the test file's name (Mars keeps its test set inside `train_file`).
         score: the headline metric's key in the task's score dicts (what `tta_gain` and ensembles compare).
@@ -31,6 +32,7 @@ class TaskInfo:
     class_names: tuple[str, ...]
     ignored_class: int | None
     image_shape: tuple[int, ...]
+    label_shape: tuple[int, ...]
     train_file: str
     test_file: str
     score: str
@@ -53,6 +55,7 @@ CELLS = TaskInfo(
                  "neutrophil", "platelet"),
     ignored_class=None,
     image_shape=(96, 96, 3),
+    label_shape=(),
     train_file="training_set.npz",
     test_file="test_set.npz",
     score="accuracy",
@@ -64,6 +67,7 @@ MARS = TaskInfo(
     class_names=("background", "soil", "bedrock", "sand", "big rock"),
     ignored_class=0,
     image_shape=(64, 128),
+    label_shape=(64, 128),
     train_file="mars_for_students.npz",
     test_file="mars_for_students.npz",
     score="miou",

@@ -6,9 +6,9 @@ view's probability maps (N, H, W, K) back to the original geometry with `undo` b
 rotations by multiples of 90 degrees are undone exactly, shifts and small rotations up to the border pixels
 they pushed out.
 
-This module depends on NumPy only and on no other module of the kit: `codabench.py` copies its source
-verbatim into the self-contained `model.py` of a Codabench submission, so the TTA that scored a run is
-the TTA the submission runs.
+This module depends on NumPy and on two standard-library-only modules of the kit (`errors`, `registry`):
+`codabench.py` copies the three sources, less their imports of each other, into the self-contained `model.py`
+of a Codabench submission, so the TTA that scored a run is the TTA the submission runs.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from an2dl_kit.errors import KitError
+from an2dl_kit.registry import Registry
 
 # Images per model.predict call group; bounds the memory of the transformed copies.
 CHUNK = 1024
@@ -100,7 +103,7 @@ def _rotate(degrees: float) -> Callable[[np.ndarray], np.ndarray]:
     return rotate
 
 
-VIEWS: dict[str, View] = {
+VIEWS: Registry[View] = Registry("TTA view", {
     "identity": View(_identity, _identity),
     "flip_lr": View(_flip_lr, _flip_lr),
     "flip_ud": View(_flip_ud, _flip_ud),
@@ -115,7 +118,7 @@ VIEWS: dict[str, View] = {
     "shift_up": View(_shift(-SHIFT_PX, 0), _shift(SHIFT_PX, 0)),
     "rotate_ccw": View(_rotate(ROTATION_DEG), _rotate(-ROTATION_DEG)),
     "rotate_cw": View(_rotate(-ROTATION_DEG), _rotate(ROTATION_DEG)),
-}
+})
 
 # The reference solution's eight views.
 REFERENCE_VIEWS = ("identity", "flip_lr", "shift_right", "shift_left", "shift_down", "shift_up",
@@ -125,25 +128,28 @@ DIHEDRAL_VIEWS = ("identity", "flip_lr", "flip_ud", "rot90", "rot180", "rot270",
                   "anti_transpose")
 # Views that keep a non-square (e.g. 64x128 Mars) image's shape and undo exactly.
 DENSE_VIEWS = ("identity", "flip_lr", "flip_ud", "rot180")
-VIEW_SETS: dict[str, tuple[str, ...]] = {
+VIEW_SETS: Registry[tuple[str, ...]] = Registry("TTA view set", {
     "none": ("identity",),
     "reference": REFERENCE_VIEWS,
     "dihedral": DIHEDRAL_VIEWS,
     "dihedral+shifts": DIHEDRAL_VIEWS + ("shift_right", "shift_left", "shift_down", "shift_up"),
     "dense": DENSE_VIEWS,
-}
+})
 
 
 def resolve_views(views: str | Sequence[str]) -> tuple[str, ...]:
-    """A view-set name (a key of `VIEW_SETS`) or a sequence of view names -> validated view names."""
+    """A view-set name (in `VIEW_SETS`), comma-separated view names or a sequence of them -> view names.
+
+    Anything else is a one-line `KitError` listing the valid views and sets.
+    """
     if isinstance(views, str):
         names = VIEW_SETS.get(views) or tuple(v.strip() for v in views.split(",") if v.strip())
     else:
         names = tuple(views)
     unknown = [name for name in names if name not in VIEWS]
     if unknown or not names:
-        raise ValueError(f"unknown TTA view(s) {unknown or views!r}; views: {', '.join(VIEWS)}; "
-                         f"sets: {', '.join(VIEW_SETS)}")
+        raise KitError(f"TTA views {views!r}: unknown {', '.join(map(str, unknown)) or 'empty'}; choose views "
+                       f"from {', '.join(VIEWS.choices)} or a set from {', '.join(VIEW_SETS.choices)}")
     return names
 
 

@@ -152,8 +152,9 @@ def dominant_op(factory, images: np.ndarray, masks: np.ndarray | None = None) ->
 
 
 def cells_rows() -> list[Row]:
-    from an2dl_kit.augment.cells import PIPELINES, CellsAugment
+    from an2dl_kit.augment.cells import CellsAugment
     from an2dl_kit.pipeline import Batches
+    from an2dl_kit.registries import CELLS_AUGMENTATIONS
     from an2dl_kit.tasks.cells import PROFILES
 
     images, labels = cells_pool()
@@ -176,13 +177,13 @@ def cells_rows() -> list[Row]:
                                      seed=0, workers=1))
         note = f"{value / naive:.0f}x naive; {target_note(value, CELLS_TARGET)}"
         if value < CELLS_TARGET:  # the per-image pipeline; CutMix/MixUp act once per batch
-            note += "; " + dominant_op(PIPELINES[pipeline], images)
+            note += "; " + dominant_op(CELLS_AUGMENTATIONS.load(pipeline), images)
         out.append(Row(PART, item, fmt(value), "img/s/core", note))
     return out
 
 
 def mars_rows() -> list[Row]:
-    from an2dl_kit.augment.mars import PIPELINES
+    from an2dl_kit.registries import MARS_AUGMENTATIONS
     from an2dl_kit.tasks import mars
 
     images, masks = mars_pool()
@@ -197,7 +198,7 @@ def mars_rows() -> list[Row]:
     value = batches_rate(batches)
     note = f"{value / naive:.0f}x naive; {target_note(value, MARS_TARGET)}"
     if value < MARS_TARGET:
-        note += "; " + dominant_op(PIPELINES[kaggle.augment], images, masks)
+        note += "; " + dominant_op(MARS_AUGMENTATIONS.load(kaggle.augment), images, masks)
     out.append(Row(PART, f"mars train pipeline ({kaggle.augment}, {kaggle.augment_mode})", fmt(value),
                    "tiles/s/core", note))
     return out

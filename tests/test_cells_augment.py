@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from an2dl_kit.augment import cells as aug
+from an2dl_kit.errors import KitError
 from an2dl_kit.pipeline import Batches
+from an2dl_kit.registries import CELLS_AUGMENTATIONS
 
 
 def _images(n=8, seed=0) -> np.ndarray:
@@ -23,9 +25,9 @@ def _strict_everywhere(transform) -> bool:
     return all(_strict_everywhere(t) for t in getattr(transform, "transforms", []))
 
 
-@pytest.mark.parametrize("name", sorted(aug.PIPELINES))
+@pytest.mark.parametrize("name", [name for name in CELLS_AUGMENTATIONS if name != "none"])
 def test_pipelines_are_strict_and_keep_shape_and_dtype(name):
-    pipeline = aug.PIPELINES[name]()
+    pipeline = CELLS_AUGMENTATIONS.load(name)()
     assert isinstance(pipeline, A.Compose) and _strict_everywhere(pipeline)
     pipeline.set_random_seed(0)
     for image in _images(4):
@@ -133,3 +135,15 @@ def test_preview_puts_the_original_first():
     assert grid.shape == (3, 4, 96, 96, 3) and grid.dtype == np.uint8
     np.testing.assert_array_equal(grid[:, 0], images)
     assert not np.array_equal(grid[:, 1], images)
+
+
+def test_unknown_pipeline_is_a_kit_error_naming_the_choices():
+    choices = ", ".join(CELLS_AUGMENTATIONS)
+    with pytest.raises(KitError, match=f"^cells augmentation 'robustt': unknown; choose one of {choices}$"):
+        aug.CellsAugment("robustt")
+
+
+def test_preview_of_none_repeats_the_original():
+    images = _images(2)
+    grid = aug.preview(images, "none", copies=3)
+    assert all((grid[:, k] == images).all() for k in range(3))

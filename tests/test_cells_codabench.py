@@ -12,7 +12,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from an2dl_kit import codabench, tta
+from an2dl_kit import codabench, errors, registry, tta
 from an2dl_kit.models.cells import build_classifier
 
 PROBE = """
@@ -36,11 +36,18 @@ def saved_model(tmp_path_factory):
     return model, path
 
 
-def test_model_source_embeds_the_tta_module_verbatim():
+def test_model_source_embeds_the_tta_module_and_its_registry_verbatim_less_kit_imports():
     source = codabench.model_source(("identity", "flip_lr"))
-    assert inspect.getsource(tta) in source
+    for module in (errors, registry, tta):
+        kit_imports = [line for line in inspect.getsource(module).splitlines(keepends=True)
+                       if line.startswith(("from an2dl_kit.", "from __future__"))]
+        body = inspect.getsource(module)
+        for line in kit_imports:
+            body = body.replace(line, "")
+        assert body in source, module.__name__
+    assert source.count("from __future__ import annotations") == 1
     assert "TTA_VIEWS = ('identity', 'flip_lr')" in source
-    assert "an2dl_kit" not in source.replace("an2dl_kit/tta.py", "")
+    assert "an2dl_kit" not in source.replace("an2dl_kit/errors.py", "")
     compile(source, "model.py", "exec")
 
 

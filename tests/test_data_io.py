@@ -9,8 +9,6 @@ import pytest
 
 from an2dl_kit.data.discover import find_inputs, input_root
 from an2dl_kit.data.io import (
-    CELLS_SHAPE,
-    MARS_SHAPE,
     load_cells_test,
     load_cells_train,
     load_labels,
@@ -19,6 +17,9 @@ from an2dl_kit.data.io import (
     npz_shape,
 )
 from an2dl_kit.errors import DataError
+from an2dl_kit.task import CELLS, MARS
+
+CELLS_SHAPE, MARS_SHAPE = CELLS.image_shape, MARS.image_shape
 
 
 def _cells(tmp_path, name="training_set.npz", n=6, **overrides):

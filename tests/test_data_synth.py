@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 
 from an2dl_kit.data.discover import find_inputs
-from an2dl_kit.data.io import CELLS_SHAPE, MARS_SHAPE, load_cells_train, load_labels, load_mars
+from an2dl_kit.data.io import load_cells_train, load_labels, load_mars
 from an2dl_kit.data.synth import SIZES, synth_cells, synth_mars, write_synthetic
+from an2dl_kit.errors import KitError
+from an2dl_kit.task import CELLS, MARS
+
+CELLS_SHAPE, MARS_SHAPE = CELLS.image_shape, MARS.image_shape
 
 
 def test_cells_are_deterministic_and_seeded():
@@ -83,5 +87,5 @@ def test_tiny_is_fast_and_reproducible(tmp_path):
 
 
 def test_unknown_size(tmp_path):
-    with pytest.raises(ValueError, match="unknown size 'huge'"):
+    with pytest.raises(KitError, match="^synthetic size 'huge': unknown; choose one of tiny, demo$"):
         write_synthetic(tmp_path, size="huge")

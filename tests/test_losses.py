@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+import re
 
 import keras
 import numpy as np
 import pytest
 
 from an2dl_kit import losses as L
+from an2dl_kit.errors import KitError
+from an2dl_kit.registries import LOSSES, loss_terms
 
 # Four pixels of one 1x4 tile, four classes (0 background); class 3 is absent from the truth.
 Y = np.array([[[1, 2, 0, 1]]])
@@ -71,9 +74,9 @@ def test_dice_with_background_counts_every_pixel_and_class():
     assert value(L.dice) == pytest.approx(expected, rel=1e-6)
 
 
-@pytest.mark.parametrize("name", sorted(L.LOSSES))
+@pytest.mark.parametrize("name", sorted(LOSSES))
 def test_background_exclusion_removes_background_pixels(name):
-    fn = L.LOSSES[name]
+    fn = LOSSES.load(name)
     changed = P.copy()
     changed[0, 0, 2] = [0.01, 0.01, 0.01, 0.97]  # a different prediction on the unlabelled pixel only
     assert value(fn, p=changed, ignore_background=True) == pytest.approx(value(fn, ignore_background=True),
@@ -86,20 +89,24 @@ def test_background_exclusion_removes_background_pixels(name):
 
 
 def test_background_weight_is_ignored_when_background_is_excluded():
-    for name, fn in L.LOSSES.items():
+    for name in LOSSES:
+        fn = LOSSES.load(name)
         a = value(fn, class_weights=[0, 1, 1, 1], ignore_background=True)
         b = value(fn, class_weights=[50, 1, 1, 1], ignore_background=True)
         assert a == pytest.approx(b, rel=1e-6), name
 
 
 def test_sums_and_parsing():
-    assert L.parse_loss("cce + dice") == ("cce", "dice")
+    assert loss_terms("cce + dice") == ("cce", "dice")
     total = value(lambda y, p: L.combined_loss(y, p, ("cce", "dice"), None, True))
     assert total == pytest.approx(value(L.weighted_cce, ignore_background=True)
                                   + value(L.dice, ignore_background=True), rel=1e-6)
-    for bad in ("", "cce+lovasz", "+"):
-        with pytest.raises(ValueError, match="unknown loss"):
-            L.parse_loss(bad)
+    for bad, name in (("", ""), ("cce+lovasz", "lovasz"), ("+", "+")):
+        message = f"^loss '{re.escape(name)}': unknown; choose one of cce, dice, tversky, focal$"
+        with pytest.raises(KitError, match=message):
+            loss_terms(bad)
+    with pytest.raises(KitError, match="^loss 'lovasz': unknown"):
+        L.SegmentationLoss("cce+lovasz")
 
 
 def test_segmentation_loss_wrapper_matches_and_serialises():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from an2dl_kit.augment import mars as AM
+from an2dl_kit.errors import KitError
 
 
 def _tiles(n: int = 8, seed: int = 0):
@@ -56,7 +57,8 @@ def test_batch_transform_is_reproducible_and_none_is_identity():
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
     assert AM.batch_transform("none") is None
-    with pytest.raises(ValueError, match="unknown augmentation"):
+    message = "^mars augmentation 'randaugment': unknown; choose one of none, light, default$"
+    with pytest.raises(KitError, match=message):
         AM.batch_transform("randaugment")
 
 

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+from an2dl_kit.errors import KitError
 from an2dl_kit.models import blocks as B
 from an2dl_kit.models import mars as M
 
@@ -99,5 +100,5 @@ def test_plain_baseline_is_a_three_level_unet():
 
 
 def test_unknown_architecture_is_refused():
-    with pytest.raises(ValueError, match="unknown architecture"):
+    with pytest.raises(KitError, match="^architecture 'segformer': unknown; choose one of enhanced, plain$"):
         M.build_model("segformer")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import keras
 import numpy as np
 import pytest
 
 from an2dl_kit import tta
+from an2dl_kit.errors import KitError
 
 EXACT = ("identity", "flip_lr", "flip_ud", "rot90", "rot180", "rot270", "transpose", "anti_transpose")
 
@@ -134,5 +137,11 @@ def test_view_names_resolve_from_sets_lists_and_strings():
     assert len(tta.REFERENCE_VIEWS) == 8
     assert tta.resolve_views("identity,flip_lr") == ("identity", "flip_lr")
     assert tta.resolve_views(["rot90"]) == ("rot90",)
-    with pytest.raises(ValueError, match="unknown TTA view\\(s\\) \\['spin'\\]"):
+    choices = re.escape(f"choose views from {', '.join(tta.VIEWS)} or a set from {', '.join(tta.VIEW_SETS)}") + "$"
+    with pytest.raises(KitError, match=f"^TTA views 'identity,spin': unknown spin; {choices}") as error:
         tta.resolve_views("identity,spin")
+    assert "\n" not in str(error.value)
+    with pytest.raises(KitError, match=f"^TTA views \\(\\): unknown empty; {choices}"):
+        tta.resolve_views(())
+    with pytest.raises(KitError, match="^TTA views 'dihedrall': unknown dihedrall;"):
+        tta.resolve_views("dihedrall")

@@ -1,6 +1,6 @@
 """Augmentation for the blood-cell classifier (albumentations 2.0.8, every pipeline `strict=True`).
 
-Pipelines (name -> factory in `PIPELINES`):
+Pipelines (the factories `registries.CELLS_AUGMENTATIONS` names):
 - `randaugment1`, `randaugment2`: RandAugment-style, one or two ops per image drawn from the reference
   solution's pool (colour, geometry, cutout, grid mask, sharpness, hue, channel shuffle and shift,
   jittered resize).
@@ -29,9 +29,9 @@ from albumentations.core.transforms_interface import BaseTransformInitSchema
 from pydantic import AfterValidator
 
 from an2dl_kit.augment.common import SeededCompose
+from an2dl_kit.registries import CELLS_AUGMENTATIONS
+from an2dl_kit.task import CELLS
 
-IMAGE_SIDE = 96
-NUM_CLASSES = 8
 # Colours of the stain-like artefacts (RGB): haematoxylin purple, eosin pink, dried-dye brown, methylene blue.
 STAIN_COLOURS = ((110, 40, 140), (220, 90, 150), (150, 100, 50), (60, 80, 170))
 # Coarseness of the grids the artefacts are drawn on (stains are smooth; bubble rims need finer detail).
@@ -165,7 +165,7 @@ class Bubbles(A.ImageOnlyTransform):
 # --- per-image pipelines ------------------------------------------------------------------------------------
 
 
-def randaugment_ops(side: int = IMAGE_SIDE) -> list:
+def randaugment_ops(side: int = CELLS.image_shape[0]) -> list:
     """The reference solution's RandAugment-style op pool; each op applies when drawn."""
     return [
         A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.0, p=1.0),
@@ -215,12 +215,16 @@ def corruption_ops() -> list:
     ]
 
 
-def none_pipeline() -> A.Compose:
-    return A.Compose([], strict=True)
-
-
-def randaugment(n_ops: int, side: int = IMAGE_SIDE) -> A.Compose:
+def randaugment(n_ops: int, side: int = CELLS.image_shape[0]) -> A.Compose:
     return A.Compose([A.SomeOf(randaugment_ops(side), n=n_ops, replace=False, p=1.0)], strict=True)
+
+
+def randaugment1_pipeline() -> A.Compose:
+    return randaugment(1)
+
+
+def randaugment2_pipeline() -> A.Compose:
+    return randaugment(2)
 
 
 def reference_pipeline() -> A.Compose:
@@ -248,16 +252,15 @@ def robust_pipeline(colour_p: float = 0.5, corruption_p: float = 0.5, corruption
     ], strict=True)
 
 
-PIPELINES: dict[str, Callable[[], A.Compose]] = {
-    "none": none_pipeline,
-    "randaugment1": lambda: randaugment(1),
-    "randaugment2": lambda: randaugment(2),
-    "reference": reference_pipeline,
-    # Half the images colour-shifted, half degraded: what a from-scratch CPU model can absorb in minutes.
-    "robust": robust_pipeline,
-    # Most images shifted and degraded: for pretrained backbones with hours of GPU training.
-    "robust_strong": lambda: robust_pipeline(colour_p=0.8, corruption_p=0.7),
-}
+def robust_strong_pipeline() -> A.Compose:
+    """`robust_pipeline` with most images shifted and degraded."""
+    return robust_pipeline(colour_p=0.8, corruption_p=0.7)
+
+
+def image_augmenter(pipeline: str) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
+    """`(images, rng) -> augmented images` for a name in `registries.CELLS_AUGMENTATIONS` ("none": as is)."""
+    factory = CELLS_AUGMENTATIONS.load(pipeline)
+    return (lambda images, rng: images) if factory is None else SeededCompose(factory).images
 
 
 # --- batch mixing -----------------------------------------------------------------------------------------
@@ -304,7 +307,7 @@ class CellsAugment:
     """`(images, integer labels, rng) -> (float32 images 0-255, one-hot labels, sample weights)`.
 
     Args:
-        pipeline: a key of `PIPELINES`.
+        pipeline: a name in `registries.CELLS_AUGMENTATIONS` (an unknown name is a `KitError`).
         class_weights: weight per class (sklearn's "balanced" in the task); each sample's weight is its
             (mixed) label distribution dotted with it, so MixUp/CutMix samples weigh in proportion.
             None gives every sample weight 1.
@@ -313,18 +316,16 @@ class CellsAugment:
     """
 
     def __init__(self, pipeline: str = "robust", class_weights: np.ndarray | None = None,
-                 cutmix_p: float = 0.0, mixup_p: float = 0.0, num_classes: int = NUM_CLASSES):
-        if pipeline not in PIPELINES:
-            raise ValueError(f"unknown augmentation pipeline {pipeline!r}; choose one of {', '.join(PIPELINES)}")
+                 cutmix_p: float = 0.0, mixup_p: float = 0.0, num_classes: int = CELLS.num_classes):
         self.pipeline = pipeline
-        self.images = SeededCompose(PIPELINES[pipeline]).images
+        self.images = image_augmenter(pipeline)
         self.class_weights = (np.ones(num_classes, np.float32) if class_weights is None
                               else np.asarray(class_weights, np.float32))
         self.cutmix_p, self.mixup_p = cutmix_p, mixup_p
         self.num_classes = num_classes
 
     def __call__(self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator):
-        images = self.images(x, rng) if self.pipeline != "none" else x
+        images = self.images(x, rng)
         onehot = np.eye(self.num_classes, dtype=np.float32)[np.asarray(y).reshape(-1)]
         images, onehot = mix_batch(images, onehot, rng, self.cutmix_p, self.mixup_p)
         return images, onehot, onehot @ self.class_weights
@@ -333,7 +334,7 @@ class CellsAugment:
 def preview(images: np.ndarray, pipeline: str, copies: int = 6, seed: int = 0) -> np.ndarray:
     """`copies` augmented versions of each image: (len(images), copies, H, W, C), uint8; column 0 is the
     original."""
-    augment = SeededCompose(PIPELINES[pipeline]).images
+    augment = image_augmenter(pipeline)
     rng = np.random.default_rng(seed)
     columns = [images] + [augment(images, rng) for _ in range(copies - 1)]
     return np.stack(columns, axis=1)

@@ -17,8 +17,9 @@ import cv2
 import numpy as np
 
 from an2dl_kit.augment.common import SeededCompose
+from an2dl_kit.registries import MARS_AUGMENTATIONS
+from an2dl_kit.task import BIG_ROCK
 
-BIG_ROCK = 4
 BORDER = cv2.BORDER_REFLECT_101
 
 
@@ -71,19 +72,9 @@ def default_pipeline():
                      strict=True)
 
 
-# name -> pipeline factory (None: no augmentation)
-PIPELINES = {
-    "none": None,
-    "light": light_pipeline,
-    "default": default_pipeline,
-}
-
-
 def seeded(name: str) -> SeededCompose | None:
-    """The named pipeline wrapped for per-batch seeding; None for "none"."""
-    if name not in PIPELINES:
-        raise ValueError(f"unknown augmentation {name!r}; choose from {sorted(PIPELINES)}")
-    factory = PIPELINES[name]
+    """The pipeline `registries.MARS_AUGMENTATIONS` names, wrapped for per-batch seeding; None for "none"."""
+    factory = MARS_AUGMENTATIONS.load(name)
     return None if factory is None else SeededCompose(factory)
 
 

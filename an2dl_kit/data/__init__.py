@@ -6,10 +6,6 @@ Everything here is numpy-only, so the CLI can import it without TensorFlow.
 from an2dl_kit.data.clean import CleaningReport, clean_cells, clean_mars
 from an2dl_kit.data.discover import Inputs, find_inputs, input_root
 from an2dl_kit.data.io import (
-    CELLS_CLASSES,
-    CELLS_SHAPE,
-    MARS_CLASSES,
-    MARS_SHAPE,
     CellsData,
     MarsData,
     load_cells_test,
@@ -21,10 +17,6 @@ from an2dl_kit.data.io import (
 from an2dl_kit.data.split import balanced_class_weights, mars_strata, stratified_split
 
 __all__ = [
-    "CELLS_CLASSES",
-    "CELLS_SHAPE",
-    "MARS_CLASSES",
-    "MARS_SHAPE",
     "CellsData",
     "CleaningReport",
     "Inputs",

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from an2dl_kit.data.io import CellsData, MarsData
+from an2dl_kit.task import MARS
 
 REPEAT_THRESHOLD = 5
 
@@ -100,7 +101,7 @@ def _clean(image_keys: np.ndarray, label_keys: np.ndarray, masks: np.ndarray | N
 
     if masks is not None:
         flat = masks.reshape(n, -1)
-        labelled_classes = sum((flat == c).any(axis=1).astype(int) for c in range(1, int(flat.max()) + 1))
+        labelled_classes = sum((flat == c).any(axis=1).astype(int) for c in MARS.scored_classes)
         mask_group, mask_counts = _group_ids(label_keys)
         # Count distinct images per mask, so one image duplicated 5 times is not mistaken for aliens.
         images_per_mask = np.zeros(len(mask_counts), dtype=np.int64)

@@ -13,9 +13,11 @@ import numpy as np
 
 from an2dl_kit.data.clean import clean_cells, clean_mars
 from an2dl_kit.data.discover import REQUIRED, Inputs, find_inputs
-from an2dl_kit.data.io import CELLS_CLASSES, MARS_CLASSES, load_cells_train, load_mars
+from an2dl_kit.data.io import load_cells_train, load_mars
 from an2dl_kit.data.split import balanced_class_weights, mars_strata, stratified_split
 from an2dl_kit.files import markdown_table
+from an2dl_kit.registry import Registry
+from an2dl_kit.task import CELLS, MARS
 
 VAL_FRACTION = 0.2
 SEED = 0
@@ -42,7 +44,7 @@ def _cells(path: Path, val_fraction: float, seed: int) -> TaskSummary:
     raw = load_cells_train(path)
     clean, report = clean_cells(raw)
     train, val = stratified_split(clean.labels, val_fraction, seed)
-    n = len(CELLS_CLASSES)
+    n = CELLS.num_classes
     weights = balanced_class_weights(clean.labels[train], n)
     counts = {
         "raw": np.bincount(raw.labels, minlength=n),
@@ -52,18 +54,18 @@ def _cells(path: Path, val_fraction: float, seed: int) -> TaskSummary:
     }
     rows = [
         {"class": f"{c} {name}", **{k: int(v[c]) for k, v in counts.items()}, "weight": round(weights[c], 4)}
-        for c, name in enumerate(CELLS_CLASSES)
+        for c, name in enumerate(CELLS.class_names)
     ]
     rows.append({"class": "total", **{k: int(v.sum()) for k, v in counts.items()}, "weight": ""})
     notes = report.lines() + [f"split: {len(train)} train / {len(val)} validation (stratified, seed {seed})"]
-    return TaskSummary("cells", path, rows, notes)
+    return TaskSummary(CELLS.name, path, rows, notes)
 
 
 def _mars(path: Path, val_fraction: float, seed: int) -> TaskSummary:
     raw = load_mars(path)
     clean, report = clean_mars(raw)
     train, val = stratified_split(mars_strata(clean.masks), val_fraction, seed)
-    n = len(MARS_CLASSES)
+    n = MARS.num_classes
     weights = balanced_class_weights(clean.masks[train], n)
 
     def shares(masks: np.ndarray) -> np.ndarray:
@@ -84,17 +86,18 @@ def _mars(path: Path, val_fraction: float, seed: int) -> TaskSummary:
             "clean tiles with it": int(tiles[c]),
             "pixel weight": round(weights[c], 4),
         }
-        for c, name in enumerate(MARS_CLASSES)
+        for c, name in enumerate(MARS.class_names)
     ]
     notes = report.lines() + [
         f"tiles: {len(raw.masks)} raw, {len(clean.masks)} clean, {len(train)} train / {len(val)} validation "
         f"(stratified by big rock / dominant class, seed {seed}), {len(raw.test)} test",
-        "class 0 (background) is ignored by the leaderboard metric; its weight is informative only",
+        f"class {MARS.ignored_class} ({MARS.class_names[MARS.ignored_class]}) is ignored by the leaderboard metric; "
+        "its weight is informative only",
     ]
-    return TaskSummary("mars", path, rows, notes)
+    return TaskSummary(MARS.name, path, rows, notes)
 
 
-SUMMARIZERS = {"cells": _cells, "mars": _mars}
+SUMMARIZERS = Registry("task", {CELLS.name: _cells, MARS.name: _mars})
 
 
 def summarize(task: str, inputs: Inputs, val_fraction: float = VAL_FRACTION, seed: int = SEED) -> TaskSummary:
@@ -107,7 +110,7 @@ def summarize_all(data: Path | None = None, val_fraction: float = VAL_FRACTION, 
     inputs = find_inputs(data)
     tasks = [task for task in SUMMARIZERS if getattr(inputs, REQUIRED[task][0]) is not None]
     if not tasks:
-        inputs.require("cells")  # raises, naming the root searched
+        inputs.require(CELLS.name)  # raises, naming the root searched
     return [summarize(task, inputs, val_fraction, seed) for task in tasks]
 
 

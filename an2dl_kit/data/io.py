@@ -22,26 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from an2dl_kit.errors import DataError
+from an2dl_kit.task import CELLS, MARS
 
-CELLS_CLASSES = (
-    "basophil",
-    "eosinophil",
-    "erythroblast",
-    "immature granulocyte",
-    "lymphocyte",
-    "monocyte",
-    "neutrophil",
-    "platelet",
-)
-MARS_CLASSES = ("background", "soil", "bedrock", "sand", "big rock")
-CELLS_SHAPE = (96, 96, 3)
-MARS_SHAPE = (64, 128)
 PIXEL_RANGE = (0.0, 255.0)
 
-CELLS_TRAIN_FILE = "training_set.npz"
-CELLS_TEST_FILE = "test_set.npz"
-MARS_FILE = "mars_for_students.npz"
-LABELS_FILE = "test_labels.npz"
+# The file names data/discover.py searches for; `task.CELLS` and `task.MARS` own them.
+CELLS_TRAIN_FILE = CELLS.train_file
+CELLS_TEST_FILE = CELLS.test_file
+MARS_FILE = MARS.train_file
 
 
 @dataclass(frozen=True)
@@ -193,7 +181,7 @@ def load_cells_train(path: str | os.PathLike) -> CellsData:
     path = Path(path)
     raw = _arrays(path, ("images", "labels"))
     images, labels = raw["images"], raw["labels"]
-    _check_shape(path, "images", images, CELLS_SHAPE)
+    _check_shape(path, "images", images, CELLS.image_shape)
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.ndim != 1:
@@ -201,7 +189,7 @@ def load_cells_train(path: str | os.PathLike) -> CellsData:
     if len(labels) == 0:
         raise DataError(f"{path}: 'labels' is empty (0 rows)")
     _check_lengths(path, ("images", images), ("labels", labels))
-    labels = _as_labels(path, "labels", labels, len(CELLS_CLASSES), np.int64)
+    labels = _as_labels(path, "labels", labels, CELLS.num_classes, np.int64)
     return CellsData(images=_as_pixels(path, "images", images, np.uint8), labels=labels)
 
 
@@ -209,7 +197,7 @@ def load_cells_test(path: str | os.PathLike) -> np.ndarray:
     """Read and validate a cells `test_set.npz`; returns uint8 (M, 96, 96, 3)."""
     path = Path(path)
     images = _arrays(path, ("images",))["images"]
-    _check_shape(path, "images", images, CELLS_SHAPE)
+    _check_shape(path, "images", images, CELLS.image_shape)
     return _as_pixels(path, "images", images, np.uint8)
 
 
@@ -218,10 +206,10 @@ def load_mars(path: str | os.PathLike) -> MarsData:
     path = Path(path)
     raw = _arrays(path, ("training_set", "test_set"))
     train, test = raw["training_set"], raw["test_set"]
-    _check_shape(path, "training_set", train, (2, *MARS_SHAPE))
-    _check_shape(path, "test_set", test, MARS_SHAPE)
+    _check_shape(path, "training_set", train, (2, *MARS.image_shape))
+    _check_shape(path, "test_set", test, MARS.image_shape)
     images = _as_pixels(path, "training_set[:, 0] (images)", train[:, 0], np.float32)
-    masks = _as_labels(path, "training_set[:, 1] (masks)", train[:, 1], len(MARS_CLASSES), np.uint8)
+    masks = _as_labels(path, "training_set[:, 1] (masks)", train[:, 1], MARS.num_classes, np.uint8)
     return MarsData(images=images, masks=masks, test=_as_pixels(path, "test_set", test, np.float32))
 
 
@@ -229,7 +217,7 @@ def load_mars_test(path: str | os.PathLike) -> np.ndarray:
     """Read only the `test_set` of `mars_for_students.npz`; float32 (M, 64, 128)."""
     path = Path(path)
     test = _arrays(path, ("test_set",))["test_set"]
-    _check_shape(path, "test_set", test, MARS_SHAPE)
+    _check_shape(path, "test_set", test, MARS.image_shape)
     return _as_pixels(path, "test_set", test, np.float32)
 
 
@@ -243,7 +231,8 @@ def load_labels(path: str | os.PathLike) -> np.ndarray:
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.ndim not in (1, 3):
-        raise DataError(f"{path}: 'labels' has rank {labels.ndim}, expected (M,) or (M, 64, 128)")
+        mask = ", ".join(map(str, MARS.label_shape))
+        raise DataError(f"{path}: 'labels' has rank {labels.ndim}, expected (M,) or (M, {mask})")
     if len(labels) == 0:
         raise DataError(f"{path}: 'labels' is empty (0 rows)")
     return _as_labels(path, "labels", labels, np.iinfo(np.int32).max, np.int64)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-BIG_ROCK = 4
+from an2dl_kit.task import BIG_ROCK, MARS
+
+# The terrain classes a tile without big rock is stratified by: every scored class but big rock.
+TERRAIN = tuple(c for c in MARS.scored_classes if c != BIG_ROCK)
 
 
 def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,10 +57,10 @@ def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, fl
 
 
 def mars_strata(masks: np.ndarray) -> np.ndarray:
-    """One stratum per tile for `stratified_split`: 4 if it holds any big rock (rare, 63 of 2,505 course
-    tiles, so it must reach validation), else its most frequent labelled class 1..3, else 0 (all background).
+    """One stratum per tile for `stratified_split`: big rock if it holds any (rare, 63 of 2,505 course tiles,
+    so it must reach validation), else its most frequent `TERRAIN` class, else background (nothing labelled).
     """
     masks = np.asarray(masks).reshape(len(masks), -1)
-    counts = np.stack([(masks == c).sum(axis=1) for c in range(BIG_ROCK + 1)], axis=1)
-    strata = np.where(counts[:, 1:4].sum(axis=1) > 0, 1 + np.argmax(counts[:, 1:4], axis=1), 0)
-    return np.where(counts[:, BIG_ROCK] > 0, BIG_ROCK, strata).astype(np.int64)
+    terrain = np.stack([(masks == c).sum(axis=1) for c in TERRAIN], axis=1)
+    strata = np.where(terrain.sum(axis=1) > 0, np.asarray(TERRAIN)[np.argmax(terrain, axis=1)], MARS.ignored_class)
+    return np.where((masks == BIG_ROCK).any(axis=1), BIG_ROCK, strata).astype(np.int64)

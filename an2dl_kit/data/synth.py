@@ -25,8 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from an2dl_kit.data.clean import REPEAT_THRESHOLD
-from an2dl_kit.data.io import CELLS_SHAPE, MARS_SHAPE, CellsData, MarsData
+from an2dl_kit.data.io import CellsData, MarsData
 from an2dl_kit.files import atomic_path
+from an2dl_kit.registry import Registry
+from an2dl_kit.task import BIG_ROCK, CELLS, LABELS_FILE, MARS
 
 # BloodMNIST class shares (basophil ... platelet).
 CELLS_SHARES = np.array([1218, 3117, 1551, 2895, 1214, 1420, 3329, 2348], dtype=np.float64)
@@ -43,7 +45,7 @@ class Size:
     mars_test: int
 
 
-SIZES = {"tiny": Size(40, 16, 32, 8), "demo": Size(1200, 240, 600, 120)}
+SIZES: Registry[Size] = Registry("synthetic size", {"tiny": Size(40, 16, 32, 8), "demo": Size(1200, 240, 600, 120)})
 
 
 @dataclass(frozen=True)
@@ -77,21 +79,21 @@ CELL_STYLES = (
     ),  # neutrophil
     CellStyle((3, 6), (160, 105, 195), (120, 70, 170), (1, 4), 1.0, 0.0, 0.0, (0, 0, 0)),  # platelet
 )
-PLATELET = 7
+PLATELET = CELLS.class_names.index("platelet")
 BACKGROUND = (226, 200, 206)
 RED_CELL = (222, 150, 155)
 
 
 # --- cells -------------------------------------------------------------------------------------------------
 
-_YY, _XX = np.mgrid[0 : CELLS_SHAPE[0], 0 : CELLS_SHAPE[1]].astype(np.float32)
+_YY, _XX = np.mgrid[0 : CELLS.image_shape[0], 0 : CELLS.image_shape[1]].astype(np.float32)
 
 
 def _disc(cy: float, cx: float, r: float, aspect: float = 1.0, angle: float = 0.0, edge: float = 1.2):
     """Soft-edged ellipse: (alpha in 0..1 over its bounding window, window slices)."""
     pad = r + 2 * edge
-    y0, y1 = int(max(cy - pad, 0)), int(min(cy + pad + 1, CELLS_SHAPE[0]))
-    x0, x1 = int(max(cx - pad, 0)), int(min(cx + pad + 1, CELLS_SHAPE[1]))
+    y0, y1 = int(max(cy - pad, 0)), int(min(cy + pad + 1, CELLS.image_shape[0]))
+    x0, x1 = int(max(cx - pad, 0)), int(min(cx + pad + 1, CELLS.image_shape[1]))
     window = (slice(y0, max(y0, y1)), slice(x0, max(x0, x1)))
     dy, dx = _YY[window] - cy, _XX[window] - cx
     c, s = np.cos(angle), np.sin(angle)
@@ -101,7 +103,7 @@ def _disc(cy: float, cx: float, r: float, aspect: float = 1.0, angle: float = 0.
 
 def _full(disc) -> np.ndarray:
     alpha, window = disc
-    full = np.zeros(CELLS_SHAPE[:2], dtype=np.float32)
+    full = np.zeros(CELLS.image_shape[:2], dtype=np.float32)
     full[window] = alpha
     return full
 
@@ -119,14 +121,14 @@ def _paint(image: np.ndarray, disc, colour: np.ndarray, scale: np.ndarray | floa
 
 def _granules(rng: np.random.Generator, density: float) -> np.ndarray:
     """2x2-pixel speckles, the texture cue of granulocytes."""
-    coarse = (rng.random((CELLS_SHAPE[0] // 2, CELLS_SHAPE[1] // 2)) < density).astype(np.float32)
+    coarse = (rng.random((CELLS.image_shape[0] // 2, CELLS.image_shape[1] // 2)) < density).astype(np.float32)
     return np.kron(coarse, np.ones((2, 2), dtype=np.float32))
 
 
 def _draw_cell(rng: np.random.Generator, label: int) -> np.ndarray:
     style = CELL_STYLES[label]
     stain = rng.normal(1.0, 0.09, 3)  # per-slide colour cast
-    image = np.empty(CELLS_SHAPE, dtype=np.float32)
+    image = np.empty(CELLS.image_shape, dtype=np.float32)
     image[:] = np.asarray(BACKGROUND) * stain * rng.uniform(0.93, 1.05)
     for _ in range(rng.integers(1, 5)):  # red blood cells around, often cut by the border
         cy, cx = rng.uniform(-5, 101, 2)
@@ -174,7 +176,7 @@ def _draw_cell(rng: np.random.Generator, label: int) -> np.ndarray:
 
 
 def _cells_images(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
-    images = np.empty((len(labels), *CELLS_SHAPE), dtype=np.float32)
+    images = np.empty((len(labels), *CELLS.image_shape), dtype=np.float32)
     for i, label in enumerate(labels):
         images[i] = _draw_cell(rng, int(label))
     sigma = rng.uniform(3, 9, (len(labels), 1, 1, 1)).astype(np.float32)  # sensor noise per image
@@ -193,7 +195,7 @@ def _cells_labels(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def _meme_ogre() -> np.ndarray:
     """A green cartoon face: nothing like a blood cell (the course's Shrek)."""
-    image = np.empty(CELLS_SHAPE, dtype=np.float32)
+    image = np.empty(CELLS.image_shape, dtype=np.float32)
     image[:] = (40, 90, 160)
     _paint(image, _disc(52, 48, 34, 0.9), np.array((120, 170, 60)))
     for ex in (36, 60):
@@ -284,12 +286,12 @@ def synth_cells_test(n: int, seed: int = 0) -> CellsData:
 
 # --- mars --------------------------------------------------------------------------------------------------
 
-_MY, _MX = np.mgrid[0 : MARS_SHAPE[0], 0 : MARS_SHAPE[1]].astype(np.float32)
+_MY, _MX = np.mgrid[0 : MARS.image_shape[0], 0 : MARS.image_shape[1]].astype(np.float32)
 
 
 def _smooth(rng: np.random.Generator, cell: int) -> np.ndarray:
     """Bilinearly upsampled Gaussian noise with features about `cell` px wide (unit variance-ish)."""
-    h, w = MARS_SHAPE
+    h, w = MARS.image_shape
     grid = rng.standard_normal((h // cell + 2, w // cell + 2)).astype(np.float32)
     y, x = np.arange(h, dtype=np.float32) / cell, np.arange(w, dtype=np.float32) / cell
     y0, x0 = y.astype(int), x.astype(int)
@@ -300,7 +302,7 @@ def _smooth(rng: np.random.Generator, cell: int) -> np.ndarray:
 
 
 def _texture(rng: np.random.Generator, label: int) -> np.ndarray:
-    fine = rng.standard_normal(MARS_SHAPE).astype(np.float32)
+    fine = rng.standard_normal(MARS.image_shape).astype(np.float32)
     if label == 1:  # soil: mid grey, fine grain
         return 115 + 11 * fine + 8 * _smooth(rng, 8)
     if label == 2:  # bedrock: dark plates with darker cracks
@@ -315,12 +317,12 @@ def _texture(rng: np.random.Generator, label: int) -> np.ndarray:
 def _draw_tile(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One (image float32, mask uint8) pair."""
     k = rng.integers(2, 6)
-    seeds_y, seeds_x = rng.uniform(0, MARS_SHAPE[0], k), rng.uniform(0, MARS_SHAPE[1], k)
+    seeds_y, seeds_x = rng.uniform(0, MARS.image_shape[0], k), rng.uniform(0, MARS.image_shape[1], k)
     classes = rng.choice([1, 2, 3], k, p=[0.4, 0.33, 0.27])
     warp_y, warp_x = 10 * _smooth(rng, 16), 10 * _smooth(rng, 16)
     distance = (_MY + warp_y - seeds_y[:, None, None]) ** 2 + (_MX + warp_x - seeds_x[:, None, None]) ** 2
     mask = classes[np.argmin(distance, axis=0)].astype(np.uint8)
-    image = np.zeros(MARS_SHAPE, dtype=np.float32)
+    image = np.zeros(MARS.image_shape, dtype=np.float32)
     for c in np.unique(mask):
         image = np.where(mask == c, _texture(rng, int(c)), image)
 
@@ -329,16 +331,16 @@ def _draw_tile(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         dy, dx = (_MY - cy) / rng.uniform(0.6, 1.0), _MX - cx
         inside = dy * dy + dx * dx < r * r
         shading = 25 * (dx - dy) / r  # lit from the upper right
-        image = np.where(inside, 62 + shading + 6 * rng.standard_normal(MARS_SHAPE), image)
-        mask[inside] = 4
+        image = np.where(inside, 62 + shading + 6 * rng.standard_normal(MARS.image_shape), image)
+        mask[inside] = BIG_ROCK
     if rng.random() < 0.35:  # sky strip with a wavy horizon: background
         horizon = rng.uniform(5, 20) + 3 * np.sin(_MX[0] / rng.uniform(8, 20) + rng.uniform(0, 6))
         sky = _MY < horizon[None, :]
-        image = np.where(sky, rng.uniform(170, 210) - 0.8 * _MY + 2 * rng.standard_normal(MARS_SHAPE), image)
+        image = np.where(sky, rng.uniform(170, 210) - 0.8 * _MY + 2 * rng.standard_normal(MARS.image_shape), image)
         mask[sky] = 0
     if rng.random() < 0.25:  # unlabelled patch: terrain visible, label missing
         h, w = rng.integers(8, 40), rng.integers(16, 70)
-        y, x = rng.integers(0, MARS_SHAPE[0] - h), rng.integers(0, MARS_SHAPE[1] - w)
+        y, x = rng.integers(0, MARS.image_shape[0] - h), rng.integers(0, MARS.image_shape[1] - w)
         mask[y : y + h, x : x + w] = 0
     image = image * rng.uniform(0.85, 1.15) + rng.uniform(-12, 12)  # exposure
     return np.clip(np.rint(image), 0, 255).astype(np.float32), mask
@@ -346,7 +348,7 @@ def _draw_tile(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 
 def _alien_mask() -> np.ndarray:
     """The one mask every alien tile carries: a head-and-eyes silhouette, not a terrain layout."""
-    mask = np.ones(MARS_SHAPE, dtype=np.uint8)
+    mask = np.ones(MARS.image_shape, dtype=np.uint8)
     mask[((_MY - 34) / 26) ** 2 + ((_MX - 64) / 20) ** 2 < 1] = 2
     for ex in (56, 72):
         mask[((_MY - 28) / 5) ** 2 + ((_MX - ex) / 4) ** 2 < 1] = 3
@@ -355,16 +357,16 @@ def _alien_mask() -> np.ndarray:
 
 
 def _alien_image(rng: np.random.Generator) -> np.ndarray:
-    image = 60 + 8 * rng.standard_normal(MARS_SHAPE)
+    image = 60 + 8 * rng.standard_normal(MARS.image_shape)
     head = ((_MY - 34) / 26) ** 2 + ((_MX - 64) / 20) ** 2 < 1
-    image = np.where(head, 200 + 10 * rng.standard_normal(MARS_SHAPE), image)
+    image = np.where(head, 200 + 10 * rng.standard_normal(MARS.image_shape), image)
     return np.clip(np.rint(image), 0, 255).astype(np.float32)
 
 
 def _tiles(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
     pairs = [_draw_tile(rng) for _ in range(n)]
     if not pairs:
-        return np.zeros((0, *MARS_SHAPE), np.float32), np.zeros((0, *MARS_SHAPE), np.uint8)
+        return np.zeros((0, *MARS.image_shape), np.float32), np.zeros((0, *MARS.image_shape), np.uint8)
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
@@ -378,8 +380,8 @@ def _mars(n_train: int, n_test: int, seed: int, aliens: bool) -> tuple[MarsData,
         n_aliens = max(REPEAT_THRESHOLD, round(ALIEN_SHARE * n_train))
         alien_rows = np.sort(crng.choice(n_train + n_aliens, n_aliens, replace=False))
         genuine_rows = np.setdiff1d(np.arange(n_train + n_aliens), alien_rows)
-        all_images = np.empty((n_train + n_aliens, *MARS_SHAPE), np.float32)
-        all_masks = np.empty((n_train + n_aliens, *MARS_SHAPE), np.uint8)
+        all_images = np.empty((n_train + n_aliens, *MARS.image_shape), np.float32)
+        all_masks = np.empty((n_train + n_aliens, *MARS.image_shape), np.uint8)
         all_images[genuine_rows], all_masks[genuine_rows] = images, masks
         all_images[alien_rows] = np.stack([_alien_image(crng) for _ in range(n_aliens)])
         all_masks[alien_rows] = _alien_mask()
@@ -416,8 +418,6 @@ def write_synthetic(
     Layout (as /work/shared/data): out/cells/{training_set,test_set,test_labels}.npz and
     out/mars/{mars_for_students,test_labels}.npz. `size`: "tiny" (tests, < 1 s) or "demo".
     """
-    if size not in SIZES:
-        raise ValueError(f"unknown size {size!r}; expected one of {', '.join(SIZES)}")
     counts, out = SIZES[size], Path(out)
     cells = synth_cells(counts.cells_train, seed, contaminants)
     cells_test = synth_cells_test(counts.cells_test, seed)
@@ -425,20 +425,20 @@ def write_synthetic(
     training_set = np.stack([mars.images, mars.masks.astype(np.float32)], axis=1).astype(np.float64)
     return {
         "cells_train": _save_npz(
-            out / "cells" / "training_set.npz",
+            out / CELLS.name / CELLS.train_file,
             images=cells.images,
             labels=cells.labels.astype(np.uint8)[:, None],
         ),
-        "cells_test": _save_npz(out / "cells" / "test_set.npz", images=cells_test.images),
+        "cells_test": _save_npz(out / CELLS.name / CELLS.test_file, images=cells_test.images),
         "cells_test_labels": _save_npz(
-            out / "cells" / "test_labels.npz", labels=cells_test.labels.astype(np.uint8)
+            out / CELLS.name / LABELS_FILE, labels=cells_test.labels.astype(np.uint8)
         ),
         "mars": _save_npz(
-            out / "mars" / "mars_for_students.npz",
+            out / MARS.name / MARS.train_file,
             training_set=training_set,
             test_set=mars.test.astype(np.float64),
         ),
-        "mars_test_labels": _save_npz(out / "mars" / "test_labels.npz", labels=mars_test_masks),
+        "mars_test_labels": _save_npz(out / MARS.name / LABELS_FILE, labels=mars_test_masks),
     }
 
 

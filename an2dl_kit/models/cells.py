@@ -1,4 +1,4 @@
-"""Blood-cell classifiers: a registry of backbones (name -> builder) under the reference solution's head.
+"""Blood-cell classifiers: the backbones `registries.BACKBONES` names, under the reference solution's head.
 
 Every model takes raw 0-255 RGB images of shape (96, 96, 3) and returns 8 class probabilities in float32.
 Preprocessing lives inside the model, so a saved model needs no companion code (the Codabench `model.py`
@@ -20,70 +20,73 @@ it was the backbone of the course's 0.96 EfficientNetV2 ensemble, and it carries
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 from keras import layers
 
 from an2dl_kit.errors import KitError
+from an2dl_kit.registries import BACKBONES
+from an2dl_kit.registry import resolve_reference
+from an2dl_kit.task import CELLS
 
-NUM_CLASSES = 8
-INPUT_SHAPE = (96, 96, 3)
 HEAD_UNITS = (512, 256, 128, 64)
 HEAD_DROPOUT_IN = 0.2
 HEAD_DROPOUT_OUT = 0.25
 BACKBONE_NAME = "backbone"
+DEFAULT_BACKBONE = "convnext_base"
 
 # The small network: (channels, 3x3 convolutions) per stage; each stage after the first halves the
 # resolution. Two convolutions only where the maps are mid-sized: the first stage is the costliest per
 # convolution and the last holds most weights.
 SMALL_STEM = 24
 SMALL_STAGES = ((32, 1), (64, 2), (128, 2), (256, 1))
-# A from-scratch run lasts a few hundred steps: BatchNorm's moving statistics must follow the weights faster
-# than Keras' default momentum (0.99, a ~100-step memory) allows, or validation lags training by epochs.
-SMALL_BN_MOMENTUM = 0.9
 
 
-@dataclass(frozen=True)
-class Backbone:
-    """A registry entry.
-
-    Args:
-        build: `(input_shape, weights) -> keras.Model` mapping 0-255 images to feature maps; `weights` is
-            None, "imagenet" or a file path.
-        min_size: the smallest input side the architecture accepts.
-        imagenet: whether Keras publishes ImageNet weights for it.
-        bn_momentum: momentum of the head's BatchNorm.
-    """
-
-    build: Callable[[tuple[int, int, int], str | None], keras.Model]
-    min_size: int
-    imagenet: bool = True
-    bn_momentum: float = 0.99
+def _application(factory: Callable[..., keras.Model], scale: float | None, input_shape, weights, **kwargs):
+    """A `keras.applications` backbone, optionally prefixed by a rescaling of 0-255 to [-1, 1]."""
+    base = factory(include_top=False, weights=weights, input_shape=input_shape, **kwargs)
+    if scale is None:
+        return keras.Model(base.input, base.output, name=BACKBONE_NAME)
+    inputs = keras.Input(input_shape)
+    x = layers.Rescaling(scale, offset=-1.0, name="to_unit_range")(inputs)
+    return keras.Model(inputs, base(x), name=BACKBONE_NAME)
 
 
-def _application(factory: Callable[..., keras.Model], scale: float | None = None, **kwargs):
-    """A builder around a `keras.applications` constructor, optionally prefixed by a rescaling layer."""
+# The builders `registries.BACKBONES` names: (input_shape, weights) -> backbone model on 0-255 images.
 
-    def build(input_shape, weights):
-        base = factory(include_top=False, weights=weights, input_shape=input_shape, **kwargs)
-        if scale is None:
-            return keras.Model(base.input, base.output, name=BACKBONE_NAME)
-        inputs = keras.Input(input_shape)
-        x = layers.Rescaling(scale, offset=-1.0, name="to_unit_range")(inputs)
-        return keras.Model(inputs, base(x), name=BACKBONE_NAME)
 
-    return build
+def convnext_base(input_shape, weights):
+    return _application(keras.applications.ConvNeXtBase, None, input_shape, weights, include_preprocessing=True)
+
+
+def convnext_large(input_shape, weights):
+    return _application(keras.applications.ConvNeXtLarge, None, input_shape, weights, include_preprocessing=True)
+
+
+def efficientnet_v2s(input_shape, weights):
+    return _application(keras.applications.EfficientNetV2S, None, input_shape, weights,
+                        include_preprocessing=True)
+
+
+def mobilenet_v2(input_shape, weights):
+    return _application(keras.applications.MobileNetV2, 1 / 127.5, input_shape, weights)
+
+
+def inception_v3(input_shape, weights):
+    return _application(keras.applications.InceptionV3, 1 / 127.5, input_shape, weights)
 
 
 def _conv_bn(x, filters: int, strides: int = 1, name: str = ""):
+    # A from-scratch run lasts a few hundred steps: BatchNorm's moving statistics must follow the weights
+    # faster than Keras' default momentum (0.99, a ~100-step memory) allows; the registry entry says how fast.
+    momentum = BACKBONES["small_cnn"].bn_momentum
     x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(momentum=SMALL_BN_MOMENTUM, name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=momentum, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
-def _small_cnn(input_shape, weights):
+def small_cnn(input_shape, weights):
     """A VGG-style network sized for two CPU cores: a strided stem, then one or two 3x3 convolutions per
     stage (`SMALL_STAGES`).
 
@@ -107,29 +110,12 @@ def _small_cnn(input_shape, weights):
     return model
 
 
-BACKBONES: dict[str, Backbone] = {
-    "convnext_base": Backbone(_application(keras.applications.ConvNeXtBase, include_preprocessing=True), 32),
-    "convnext_large": Backbone(_application(keras.applications.ConvNeXtLarge, include_preprocessing=True), 32),
-    "efficientnet": Backbone(_application(keras.applications.EfficientNetV2S, include_preprocessing=True), 32),
-    "mobilenet": Backbone(_application(keras.applications.MobileNetV2, scale=1 / 127.5), 32),
-    "inception_v3": Backbone(_application(keras.applications.InceptionV3, scale=1 / 127.5), 75),
-    "small_cnn": Backbone(_small_cnn, 32, imagenet=False, bn_momentum=SMALL_BN_MOMENTUM),
-}
-DEFAULT_BACKBONE = "convnext_base"
-
-
-def backbone_entry(name: str) -> Backbone:
-    if name not in BACKBONES:
-        raise KitError(f"backbone {name!r}: unknown; choose one of {', '.join(BACKBONES)}")
-    return BACKBONES[name]
-
-
 def resolve_weights(name: str, weights: str | Path | None) -> str | None:
     """Turn a weights request into what the builders take: None, "imagenet" or an existing file path."""
     if weights is None or str(weights).lower() == "none":
         return None
     if str(weights).lower() == "imagenet":
-        if not backbone_entry(name).imagenet:
+        if not BACKBONES[name].imagenet:
             raise KitError(f"backbone {name} weights imagenet: no ImageNet weights exist for this backbone")
         return "imagenet"
     path = Path(weights).expanduser()
@@ -140,19 +126,20 @@ def resolve_weights(name: str, weights: str | Path | None) -> str | None:
     return str(path)
 
 
-def build_backbone(name: str, weights: str | Path | None = "imagenet", input_shape=INPUT_SHAPE,
+def build_backbone(name: str, weights: str | Path | None = "imagenet", input_shape=CELLS.image_shape,
                    allow_random_fallback: bool = False) -> tuple[keras.Model, str]:
     """Build backbone `name` and report the weights it actually got ("imagenet", "none" or a path).
 
     A request that fails (no internet for the ImageNet download, a file for another architecture) raises
     `KitError`, or with `allow_random_fallback` logs the reason and returns a randomly initialised model.
     """
-    entry = backbone_entry(name)
+    entry = BACKBONES[name]
+    build = resolve_reference(entry.build)
     if min(input_shape[:2]) < entry.min_size:
         raise KitError(f"backbone {name}: input {input_shape[:2]} is below its minimum side {entry.min_size}")
     try:
         resolved = resolve_weights(name, weights)
-        return entry.build(tuple(input_shape), resolved), resolved or "none"
+        return build(tuple(input_shape), resolved), resolved or "none"
     except Exception as error:  # network, HDF5 and shape errors all mean "these weights cannot be had"
         if isinstance(error, KitError):
             message = str(error)
@@ -164,10 +151,11 @@ def build_backbone(name: str, weights: str | Path | None = "imagenet", input_sha
     from an2dl_kit.runtime import log
 
     log(f"{message}; falling back to random init (the profile allows it)")
-    return entry.build(tuple(input_shape), None), "none"
+    return build(tuple(input_shape), None), "none"
 
 
-def classification_head(features, units=HEAD_UNITS, num_classes: int = NUM_CLASSES, bn_momentum: float = 0.99):
+def classification_head(features, units=HEAD_UNITS, num_classes: int = CELLS.num_classes,
+                        bn_momentum: float = 0.99):
     """GAP -> BatchNorm -> Dropout 0.2 -> Dense stack (ReLU) -> Dropout 0.25 -> softmax in float32.
 
     The softmax is computed in float32 whatever the global policy, so mixed precision cannot saturate it.
@@ -182,12 +170,12 @@ def classification_head(features, units=HEAD_UNITS, num_classes: int = NUM_CLASS
 
 
 def build_classifier(backbone: str = DEFAULT_BACKBONE, weights: str | Path | None = "imagenet", *,
-                     input_shape=INPUT_SHAPE, image_size: int | None = None, head_units=HEAD_UNITS,
+                     input_shape=CELLS.image_shape, image_size: int | None = None, head_units=HEAD_UNITS,
                      allow_random_fallback: bool = False) -> tuple[keras.Model, str]:
     """The full classifier: 0-255 images -> [resize] -> backbone -> head. Returns (model, weights used).
 
     Args:
-        backbone: a key of `BACKBONES`.
+        backbone: a name in `registries.BACKBONES`.
         weights: "imagenet", "none"/None or a local weights file.
         input_shape: the shape of the images the model is fed (the competition's 96x96x3).
         image_size: resize inside the model to this side first (None keeps the input size); larger
@@ -204,7 +192,7 @@ def build_classifier(backbone: str = DEFAULT_BACKBONE, weights: str | Path | Non
         x = layers.Resizing(image_size, image_size, interpolation=interpolation, name="resize")(x)
         side = image_size
     base, used = build_backbone(backbone, weights, (side, side, input_shape[-1]), allow_random_fallback)
-    outputs = classification_head(base(x), head_units, bn_momentum=backbone_entry(backbone).bn_momentum)
+    outputs = classification_head(base(x), head_units, bn_momentum=BACKBONES[backbone].bn_momentum)
     return keras.Model(inputs, outputs, name=f"cells_{backbone}"), used
 
 

@@ -40,9 +40,10 @@ from an2dl_kit.models.blocks import (
     SqueezeExcite,
     WeightedFusion,
 )
+from an2dl_kit.registries import ARCHITECTURES
+from an2dl_kit.task import MARS
 
-INPUT_SHAPE = (64, 128, 1)
-NUM_CLASSES = 5
+INPUT_SHAPE = (*MARS.image_shape, 1)  # the grey tile with its channel axis
 ENCODER_FILTERS = (32, 64, 128, 256)
 BRIDGE_FILTERS = 512
 PLAIN_FILTERS = (32, 64, 128)
@@ -59,7 +60,7 @@ def _head(x, num_classes: int):
     return layers.Conv2D(num_classes, 1, activation="softmax", dtype="float32", name="head")(x)
 
 
-def build_enhanced_unet(input_shape=INPUT_SHAPE, num_classes: int = NUM_CLASSES, width: float = 1.0,
+def build_enhanced_unet(input_shape=INPUT_SHAPE, num_classes: int = MARS.num_classes, width: float = 1.0,
                         rates=SMALL_MAP_RATES, se_ratio: int = 8, dropout: float = 0.0,
                         fused_head: bool = False, name: str = "mars_unet") -> keras.Model:
     """The reference solution's enhanced U-Net (see the module docstring for its layer table).
@@ -111,7 +112,7 @@ def build_enhanced_unet(input_shape=INPUT_SHAPE, num_classes: int = NUM_CLASSES,
     return keras.Model(inputs, _head(x, num_classes), name=name)
 
 
-def build_plain_unet(input_shape=INPUT_SHAPE, num_classes: int = NUM_CLASSES, width: float = 1.0,
+def build_plain_unet(input_shape=INPUT_SHAPE, num_classes: int = MARS.num_classes, width: float = 1.0,
                      name: str = "plain_unet", **_ignored) -> keras.Model:
     """A plain 3-level U-Net (two conv-BN-ReLU per level, max pooling, transpose-conv upsampling, concat
     skips): the baseline the enhanced network is benchmarked against.
@@ -140,13 +141,6 @@ def build_plain_unet(input_shape=INPUT_SHAPE, num_classes: int = NUM_CLASSES, wi
     return keras.Model(inputs, _head(x, num_classes), name=name)
 
 
-# name -> builder(input_shape, num_classes, width, **options)
-ARCHITECTURES = {
-    "enhanced": build_enhanced_unet,
-    "plain": build_plain_unet,
-}
-
-
 def load_model(path, compile: bool = False) -> keras.Model:
     """Load a saved Mars model (`model.keras`), registering the kit's losses and metrics first.
 
@@ -159,7 +153,5 @@ def load_model(path, compile: bool = False) -> keras.Model:
 
 
 def build_model(architecture: str = "enhanced", **options) -> keras.Model:
-    """Build a registered architecture by name."""
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {architecture!r}; choose from {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[architecture](**options)
+    """Build the architecture `registries.ARCHITECTURES` names (an unknown name is a `KitError`)."""
+    return ARCHITECTURES.load(architecture)(**options)
