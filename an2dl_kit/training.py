@@ -107,24 +107,33 @@ class Schedule:
         if self.warmup:
             return self.peak * progress
         period, start = self.first_period, 0.0
-        while progress >= start + period and period > 0:
+        while start + period <= progress and start + period < 1.0 and period > 0:
             start, period = start + period, period * self.t_mul
         fraction = min((progress - start) / period, 1.0) if period > 0 else 1.0
         return self.peak * (self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * fraction)))
 
 
 def epoch_pace(seconds: list[float]) -> float:
-    """Seconds an epoch is expected to take: the median after the first epoch, which also pays for graph
-    tracing and loader start-up; a median, so that one slow epoch on a shared machine does not halve the plan."""
+    """Seconds an epoch is expected to take: the median after the first epoch, which also pays for tracing
+    the evaluation step; a median, so that one slow epoch on a shared machine does not halve the plan."""
     if not seconds:
         return 0.0
     return float(np.median(seconds[1:])) if len(seconds) > 1 else float(seconds[0])
 
 
+def tracing_excess(batch_seconds: list[float]) -> float:
+    """How much longer the first batch of a loop took than the median of the others: in the first epoch of a
+    phase, the time spent tracing and compiling the step, which later epochs do not pay again."""
+    if len(batch_seconds) < 2:
+        return 0.0
+    return max(batch_seconds[0] - float(np.median(batch_seconds[1:])), 0.0)
+
+
 class _BudgetPlanner(keras.callbacks.Callback):
     """Fit training into the deadline: stop after the batch that exhausts it or before an epoch that would
-    not fit (at `epoch_pace` x EPOCH_TIME_MARGIN), and with a `Schedule` set the learning rate every batch from
-    the progress over the epochs that fit. Progress never goes back, so the rate never jumps up again."""
+    not fit (at `epoch_pace` x EPOCH_TIME_MARGIN, epochs timed without their tracing), and with a `Schedule`
+    set the learning rate every batch from the progress over the epochs that fit. Progress never goes back, so
+    the rate never jumps up again."""
 
     def __init__(self, deadline: Deadline, epochs: int, steps_per_epoch: int, schedule: Schedule | None):
         super().__init__()
@@ -136,8 +145,17 @@ class _BudgetPlanner(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch, self._epoch_start = epoch, time.monotonic()
+        self._batches: dict[str, list[float]] = {"train": [], "test": []}
+
+    def on_test_batch_begin(self, batch, logs=None):
+        self._batch_start = time.monotonic()
+
+    def on_test_batch_end(self, batch, logs=None):
+        if hasattr(self, "_batches"):  # validation inside fit, not a separate evaluate()
+            self._batches["test"].append(time.monotonic() - self._batch_start)
 
     def on_train_batch_begin(self, batch, logs=None):
+        self._batch_start = time.monotonic()
         if self.schedule is None:
             return
         progress = (self.epoch + batch / self.steps_per_epoch) / max(self.planned, 1)
@@ -145,11 +163,13 @@ class _BudgetPlanner(keras.callbacks.Callback):
         self.model.optimizer.learning_rate.assign(self.schedule.rate(self.progress))
 
     def on_train_batch_end(self, batch, logs=None):
+        self._batches["train"].append(time.monotonic() - self._batch_start)
         if self.deadline.remaining() <= 0:
             self._stop()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.monotonic() - self._epoch_start)
+        excess = sum(tracing_excess(seconds) for seconds in self._batches.values())
+        self.seconds.append(time.monotonic() - self._epoch_start - excess)
         step = epoch_pace(self.seconds) * EPOCH_TIME_MARGIN
         remaining = self.deadline.remaining()
         if math.isfinite(remaining) and step > 0:
@@ -313,10 +333,10 @@ def fit_phase(
     recorder = _HistoryRecorder(out_dir / HISTORY_FILE, name)
     all_callbacks = [
         keras.callbacks.BackupAndRestore(str(phase_dir / "state"), save_freq="epoch", delete_checkpoint=True),
+        budget,  # first after the backup: it writes the epoch's learning rate into the logs the others record
         keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience),
         keeper,
         recorder,
-        budget,
         *callbacks,
     ]
     if hasattr(train, "set_epoch"):

@@ -1,78 +1,36 @@
-"""The cells task: profiles, loss and class weights, phases, and a smoke run through the CLI."""
+"""The cells task's own pieces: phases, loss and class weights, metrics, and a smoke run through the CLI."""
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
+from types import SimpleNamespace
 
 import keras
 import numpy as np
 import pytest
 
 from an2dl_kit.augment.cells import CellsAugment
-from an2dl_kit.errors import KitError
-from an2dl_kit.tasks import cells
+from an2dl_kit.tasks import cells, resolve_config
+from an2dl_kit.tasks.runner import METRICS_KEYS
 
 EXPECTED_FILES = {"submission.csv", "submission.zip", "model.keras", "history.csv", "metrics.json",
                   "learning_curves.png", "confusion_matrix.png", "augmentation_preview.png"}
-
-
-def test_profiles_are_frozen_and_complete():
-    assert set(cells.PROFILES) == {"kaggle", "local", "smoke"}
-    kaggle = cells.PROFILES["kaggle"]
-    assert (kaggle.backbone, kaggle.weights, kaggle.batch_size, kaggle.label_smoothing) == (
-        "convnext_base", "imagenet", 64, 0.1)
-    assert kaggle.finetune_epochs > 0 and not kaggle.allow_random_fallback
-    assert cells.PROFILES["local"].budget_s <= 600
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        kaggle.epochs = 1
-
-
-def test_overrides_apply_and_unknown_ones_are_refused():
-    profile = cells.resolve_profile("local", backbone="mobilenet", seed=None)
-    assert profile.backbone == "mobilenet" and profile.seed == cells.PROFILES["local"].seed
-    with pytest.raises(KitError, match="cells profile override colour: unknown field"):
-        cells.resolve_profile("local", colour="red")
-    with pytest.raises(KitError, match="profile 'huge': unknown"):
-        cells.resolve_profile("huge")
+CPU = SimpleNamespace(kind="cpu", scaled_lr=lambda lr: lr)
 
 
 def test_phases_freeze_then_finetune_only_for_pretrained_backbones():
-    kaggle = cells.PROFILES["kaggle"]
-    pretrained = cells._phases(kaggle, pretrained=True)
-    assert [(p.name, p.trainable) for p in pretrained] == [("head", "head"), ("finetune", "all_but_bn")]
-    assert [p.learning_rate for p in pretrained] == [kaggle.learning_rate, kaggle.finetune_learning_rate]
-    scratch = cells._phases(kaggle, pretrained=False)
-    assert scratch == [cells.PhasePlan("train", kaggle.epochs, kaggle.learning_rate, "all")]
-    warm = cells._phases(dataclasses.replace(kaggle, warmup_epochs=1), pretrained=False)
-    assert [(p.name, p.epochs, p.warmup) for p in warm] == [("warmup", 1, True), ("train", kaggle.epochs, False)]
-
-
-def test_epochs_are_fitted_to_the_budget():
-    # Steady 20 s epochs; the first one also paid 10 s of start-up, paid again by the next phase.
-    assert cells.fitted_epochs(40, remaining_s=310.0, epoch_seconds=[30.0, 20.0]) == 15
-    assert cells.fitted_epochs(40, remaining_s=300.0, epoch_seconds=[20.0]) == 15
-    assert cells.fitted_epochs(10, remaining_s=300.0, epoch_seconds=[20.0]) == 10
-    assert cells.fitted_epochs(40, remaining_s=5.0, epoch_seconds=[20.0]) == 1
-    assert cells.fitted_epochs(40, remaining_s=float("inf"), epoch_seconds=[20.0]) == 40
-    assert cells.fitted_epochs(40, remaining_s=300.0, epoch_seconds=[]) == 40
-
-
-def test_warmup_ramps_the_learning_rate_then_holds():
-    schedule = cells.make_optimizer(2e-3, steps_per_epoch=10, restart_epochs=1.0, t_mul=2.0, weight_decay=0.0,
-                                    warmup_epochs=2)._learning_rate
-    assert [round(float(schedule(step)), 6) for step in (0, 10, 20, 50)] == [0.0, 1e-3, 2e-3, 2e-3]
-
-
-def test_restart_period_is_converted_from_epochs_to_steps():
-    optimizer = cells.make_optimizer(1e-3, steps_per_epoch=50, restart_epochs=2.0, t_mul=2.0, weight_decay=1e-4)
-    schedule = optimizer._learning_rate
-    assert isinstance(optimizer, keras.optimizers.AdamW)
-    assert schedule.first_decay_steps == 100
-    assert float(schedule(0)) == pytest.approx(1e-3)
-    assert float(schedule(99)) < 1e-4
-    assert float(schedule(100)) == pytest.approx(1e-3)  # the restart
+    kaggle = resolve_config("cells", "kaggle")
+    pretrained = cells.phases(kaggle, CPU, pretrained=True)
+    assert [(p.name, p.epochs) for p in pretrained] == [("head", 40), ("finetune", 40)]
+    assert [p.schedule.peak for p in pretrained] == [1e-4, 1e-5]
+    # Restarts every 4 of 40 epochs, doubling: the reference solution's schedule in progress units.
+    assert (pretrained[0].schedule.first_period, pretrained[0].schedule.t_mul) == (0.1, 2.0)
+    scratch = cells.phases(kaggle, CPU, pretrained=False)
+    assert [(p.name, p.epochs, p.schedule.warmup) for p in scratch] == [("train", 40, False)]
+    local = resolve_config("cells", "local")
+    warm = cells.phases(local, CPU, pretrained=False)
+    assert [(p.name, p.epochs, p.schedule.warmup) for p in warm] == [("warmup", 2, True), ("train", 60, False)]
+    assert warm[1].schedule.first_period == 1.0  # one cosine over the epochs that fit the budget
 
 
 def _tiny_compiled_model():
@@ -80,8 +38,7 @@ def _tiny_compiled_model():
     scaled = keras.layers.Rescaling(1 / 255)(inputs)  # unsaturated probabilities: no clipping in the loss
     outputs = keras.layers.Dense(8, activation="softmax")(keras.layers.Flatten()(scaled))
     model = keras.Model(inputs, outputs)
-    cells.compile_classifier(model, learning_rate=1e-3, steps_per_epoch=10, profile=cells.PROFILES["local"],
-                             jit_compile=False)
+    cells.compile_classifier(model, resolve_config("cells", "local"), CPU)
     return model
 
 
@@ -105,6 +62,7 @@ def test_label_smoothing_and_class_weights_reach_the_loss():
     unsmoothed = -(y * np.log(probabilities)).sum(axis=1)
     assert float(loss) > 3 * (unsmoothed * sample_weight).mean()
     assert model.loss.get_config()["label_smoothing"] == 0.1
+    assert isinstance(model.optimizer, keras.optimizers.AdamW) and model.optimizer.weight_decay == 1e-4
 
 
 def test_precision_and_recall_use_the_top_class_not_a_threshold():
@@ -122,26 +80,10 @@ def test_precision_and_recall_use_the_top_class_not_a_threshold():
         assert float(metrics[name].result()) == pytest.approx(2 / 3), name
 
 
-def test_compare_writes_one_row_per_backbone(tmp_path, monkeypatch):
-    calls = []
-
-    def fake_run(data, out_dir, profile, *, budget_s=None, backbone=None, weights=None):
-        calls.append((backbone, weights, profile, budget_s))
-        scores = {"accuracy": 0.5, "precision": 0.4, "recall": 0.3, "f1": 0.2}
-        return {"backbone": backbone, "weights_used": "none", "validation": scores,
-                "validation_tta": {**scores, "accuracy": 0.55}, "params": 123, "seconds": {"training": 9.5}}
-
-    monkeypatch.setattr(cells, "run", fake_run)
-    args = argparse.Namespace(data=None, out=tmp_path, profile="smoke", budget=30.0,
-                              backbones="small_cnn, mobilenet")
-    assert cells.compare_cli(args) == 0
-    assert calls == [("small_cnn", "none", "smoke", 30.0), ("mobilenet", None, "smoke", 30.0)]
-    table = (tmp_path / "compare_cells.md").read_text()
-    assert "| small_cnn | none | 0.5000 | 0.4000 | 0.3000 | 0.2000 | 0.5500 | 123 | 9.5000 |" in table
-    assert (tmp_path / "compare_cells.csv").read_text().startswith("backbone,weights,accuracy,precision")
-    with pytest.raises(KitError, match="--backbones vgg: unknown backbone"):
-        cells.compare_cli(argparse.Namespace(data=None, out=tmp_path, profile="smoke", budget=None,
-                                             backbones="vgg"))
+def test_preview_rows_show_one_image_per_class_first():
+    labels = np.array([2, 2, 0, 1, 0, 2])
+    rows = cells.preview_rows(labels, 8, seed=0)
+    assert sorted(labels[rows]) == [0, 1, 2]
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +91,8 @@ def smoke_run(synthetic_dir, tmp_path_factory):
     from an2dl_kit.cli import main
 
     out = tmp_path_factory.mktemp("cells_smoke")
-    code = main(["train", "cells", "--data", str(synthetic_dir), "--out", str(out), "--profile", "smoke"])
+    code = main(["train", "cells", "--data", str(synthetic_dir), "--out", str(out), "--profile", "smoke",
+                 "--set", "tta=identity,flip_lr"])
     return code, out
 
 
@@ -161,18 +104,17 @@ def test_smoke_run_writes_every_file_and_a_valid_submission(smoke_run, synthetic
     assert code == 0
     assert EXPECTED_FILES <= {p.name for p in out.iterdir()}
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("task", "profile", "config", "runtime", "versions", "provenance", "phases", "validation",
-                "validation_tta", "tta_gain", "files", "seconds_total"):
-        assert key in metrics
+    assert tuple(metrics) == METRICS_KEYS
     assert set(metrics["files"]) == EXPECTED_FILES
-    assert metrics["task"] == "cells" and metrics["profile"] == "smoke"
+    assert (metrics["task"], metrics["profile"], metrics["overrides"]) == ("cells", "smoke", {"tta": "identity,flip_lr"})
+    assert metrics["config"]["inference"]["tta"] == "identity,flip_lr" and metrics["tta"]["views"] == ["identity",
+                                                                                                   "flip_lr"]
     assert metrics["phases"][0]["name"] == "train" and "history" not in metrics["phases"][0]
     assert len(metrics["validation"]["confusion_matrix"]) == 8
-    assert {"precision", "recall", "f1"} <= set(metrics["validation_tta"])
-    assert metrics["tta_gain"] == pytest.approx(metrics["validation_tta"]["accuracy"]
-                                                - metrics["validation"]["accuracy"])
-    assert "keras" in metrics["versions"] and metrics["seconds"]["training"] > 0
-    assert set(metrics["seconds"]["phases"]) == {"train"}
+    assert metrics["tta"]["gain"] == pytest.approx(metrics["validation_tta"]["accuracy"]
+                                                   - metrics["validation"]["accuracy"])
+    assert metrics["model"]["backbone"] == "small_cnn" and len(metrics["details"]["class_weights"]) == 8
+    assert metrics["test"] is not None and metrics["seconds"]["training"] > 0
     capsys.readouterr()
     assert main(["check", str(out / "submission.csv"), "--task", "cells", "--test",
                  str(synthetic_dir / "cells" / "test_set.npz")]) == 0

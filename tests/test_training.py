@@ -1,4 +1,5 @@
 import json
+import time
 
 import keras
 import numpy as np
@@ -6,7 +7,7 @@ import pandas as pd
 import pytest
 
 from an2dl_kit.plots import learning_curves as plot_learning_curves
-from an2dl_kit.training import Deadline, Schedule, epoch_pace, fit_phase
+from an2dl_kit.training import Deadline, Schedule, epoch_pace, fit_phase, tracing_excess
 
 
 def data(n=64, seed=0):
@@ -177,7 +178,7 @@ def test_schedule_restarts_with_growing_periods_and_warmup_ramps():
     assert schedule.rate(0.05) == pytest.approx(0.5)
     assert schedule.rate(0.1) == pytest.approx(1.0)  # the first restart
     assert schedule.rate(0.2) == pytest.approx(0.5)  # halfway through the 0.2-long second period
-    assert schedule.rate(0.3) == pytest.approx(1.0)
+    assert schedule.rate(0.34) == pytest.approx(0.5 * (1 + np.cos(np.pi * 0.1)))  # 0.04 into the 0.4 period
     assert Schedule(1.0, warmup=True).rate(0.25) == pytest.approx(0.25)
 
 
@@ -187,33 +188,35 @@ def test_epoch_pace_ignores_the_first_epoch_and_one_slow_epoch():
     assert epoch_pace([30.0, 10.0, 11.0, 40.0, 10.0]) == pytest.approx(10.5)
 
 
-class SlowEpochs(keras.callbacks.Callback):
-    """Every epoch takes at least `seconds`: a slow machine, made deterministic."""
+def test_tracing_excess_is_what_the_first_batch_took_beyond_the_others():
+    assert tracing_excess([5.0, 1.0, 1.2, 0.8]) == pytest.approx(4.0)
+    assert tracing_excess([1.0, 1.0, 1.2]) == 0.0
+    assert tracing_excess([5.0]) == 0.0  # one batch: nothing to compare it with
+
+
+class SlowBatches(keras.callbacks.Callback):
+    """Every batch takes `seconds` longer: a slow machine, made deterministic."""
 
     def __init__(self, seconds):
         super().__init__()
         self.seconds = seconds
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = __import__("time").monotonic()
-
-    def on_epoch_end(self, epoch, logs=None):
-        left = self.seconds - (__import__("time").monotonic() - self.start)
-        if left > 0:
-            __import__("time").sleep(left)
+    def on_train_batch_end(self, batch, logs=None):
+        time.sleep(self.seconds)
 
 
 def test_schedule_planned_for_a_budget_reaches_its_last_epoch_within_it(tmp_path):
-    import time
+    from an2dl_kit.pipeline import Batches
 
-    model = tiny_model()
+    x, y = data()
     started = time.monotonic()
-    result = fit(model, tmp_path, epochs=100, deadline=Deadline(2.6), schedule=Schedule(0.05, floor=0.02),
-                 callbacks=(SlowEpochs(0.4),))
+    result = fit_phase(tiny_model(), Batches(x, y, batch_size=8), (x[:32], y[:32]), name="p1", epochs=100,
+                       out_dir=tmp_path, monitor="val_loss", mode="min", patience=100, verbose=0,
+                       deadline=Deadline(6.0), schedule=Schedule(0.05, floor=0.02), callbacks=(SlowBatches(0.1),))
     elapsed = time.monotonic() - started
     history = pd.read_csv(tmp_path / "history.csv")
     assert result.stopped_by_budget and 3 <= result.epochs_run < 100
-    assert elapsed < 2.6 + 0.4, "the last epoch must end within the budget"
+    assert elapsed < 6.0 + 0.5, "the last epoch must end within the budget (0.5 s for the phase's files)"
     # The planned schedule ends with the budget: the last epoch trains near the floor, not at the peak.
     assert history["learning_rate"].iloc[-1] < 0.2 * 0.05
     assert history["learning_rate"].is_monotonic_decreasing

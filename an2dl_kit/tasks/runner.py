@@ -214,7 +214,7 @@ def prepare_data(hooks: TaskHooks, config, data: Path | None) -> RunData:
     run_data = RunData(
         x_train=hooks.to_inputs(loaded.images[train_idx]), y_train=loaded.labels[train_idx],
         x_val=hooks.to_inputs(loaded.images[val_idx]), y_val=loaded.labels[val_idx], x_test=test,
-        y_test=known_test_labels(loaded.test_path, loaded.test, loaded.labels.shape[1:]), cleaning=loaded.cleaning)
+        y_test=known_test_labels(loaded.test_path, loaded.test, hooks.info.label_shape), cleaning=loaded.cleaning)
     counts = run_data.samples()
     rt.log(f"{hooks.info.name}: {counts['train']} training, {counts['validation']} validation, "
            f"{counts['test']} test images")

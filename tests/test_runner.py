@@ -1,0 +1,99 @@
+"""The shared task runner: one metrics.json schema, TTA through named views, compare, the CLI wiring."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from an2dl_kit.errors import KitError
+from an2dl_kit.tasks import runner
+
+
+class _PixelModel:
+    """An 'identity-like' model: each pixel's probabilities depend only on that pixel, so every flip view
+    predicts the same maps once undone."""
+
+    def predict(self, x, batch_size=None, verbose=0):
+        v = np.asarray(x, np.float32)
+        logits = np.concatenate([v * k for k in range(5)], axis=-1)
+        return np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
+
+
+def test_dense_tta_on_an_identity_like_model_returns_the_plain_prediction():
+    x = np.random.default_rng(0).uniform(size=(3, 64, 128, 1)).astype(np.float32)
+    identity, mean = runner.predict_views(_PixelModel(), x, ("identity", "flip_lr", "flip_ud"), dense=True,
+                                          batch_size=2)
+    # The input is not symmetric: a view left flipped (not undone) would change the mean.
+    np.testing.assert_allclose(mean, identity, rtol=1e-6)
+    np.testing.assert_allclose(identity, _PixelModel().predict(x), rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def smoke_metrics(synthetic_dir, tmp_path_factory):
+    from an2dl_kit.tasks import run
+
+    return {task: json.loads(json.dumps(run(task, synthetic_dir, tmp_path_factory.mktemp(task), "smoke")))
+            for task in ("cells", "mars")}
+
+
+@pytest.mark.slow
+def test_both_tasks_write_the_documented_metrics_keys(smoke_metrics, synthetic_dir):
+    cells, mars = smoke_metrics["cells"], smoke_metrics["mars"]
+    assert tuple(cells) == tuple(mars) == runner.METRICS_KEYS
+    for key in ("seconds", "tta", "samples", "machine", "runtime"):
+        assert set(cells[key]) == set(mars[key]), key
+    assert set(cells["seconds"]) == {"training", "training_cpu", "predict", "total"}
+    assert {"name", "params"} <= set(cells["model"]) & set(mars["model"])
+    assert set(cells["config"]) == set(mars["config"]) == {"data", "model", "training", "augmentation",
+                                                           "inference", "run"}
+
+
+def test_summary_lines_show_both_validations_and_the_gain():
+    hooks = runner.hooks_for("cells")
+    scores = {"accuracy": 0.5, "precision": 0.4, "recall": 0.3, "f1": 0.2}
+    metrics = {"validation": scores, "validation_tta": {**scores, "accuracy": 0.6}, "test": None,
+               "tta": {"views": ["identity", "flip_lr"], "gain": 0.1}, "postprocess": {}}
+    lines = runner.summary_lines(hooks, metrics)
+    assert lines[0].startswith("validation ") and "accuracy 0.5000" in lines[0]
+    assert "accuracy 0.6000" in lines[1] and lines[2] == "TTA gain +0.1000 (2 views)"
+    assert len(lines) == 3
+
+
+def _args(tmp_path, **kwargs) -> argparse.Namespace:
+    base = dict(task="cells", data=None, out=tmp_path, profile="smoke", budget=30.0, seed=None, backbone=None,
+                weights=None, loss=None, set=None, vary=None, backbones=None, losses=None)
+    return argparse.Namespace(**{**base, **kwargs})
+
+
+def test_compare_runs_one_variant_per_value_and_writes_a_table(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run(task, data, out_dir, profile, *, overrides=None, provenance=None):
+        calls.append((task, out_dir.name, profile, list(overrides)))
+        scores = {"accuracy": 0.5, "precision": 0.4, "recall": 0.3, "f1": 0.2, "confusion_matrix": [[1]]}
+        return {"validation": scores, "validation_tta": {**scores, "accuracy": 0.55}, "test_tta": None,
+                "phases": [{"epochs_run": 3}], "model": {"params": 123}, "seconds": {"training": 9.5}}
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    assert runner.compare_cli(_args(tmp_path, backbones="small_cnn, mobilenet")) == 0
+    assert calls == [("cells", "small_cnn", "smoke", ["budget_s=30.0", "weights=none", "backbone=small_cnn"]),
+                     ("cells", "mobilenet", "smoke", ["budget_s=30.0", "backbone=mobilenet"])]
+    table = (tmp_path / "compare_cells.md").read_text()
+    assert "| small_cnn | 0.5000 | 0.5500 | 0.4000 | 0.3000 | 0.2000 | 3 | 123 | 9.5000 |" in table
+    assert (tmp_path / "compare_cells.csv").read_text().startswith("variant,plain_accuracy,accuracy,precision")
+
+
+def test_compare_checks_every_variant_before_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "run", lambda *a, **k: pytest.fail("trained before checking every variant"))
+    with pytest.raises(KitError, match="loss 'hinge': unknown; choose one of cce, dice, tversky, focal"):
+        runner.compare_cli(_args(tmp_path, task="mars", losses="cce,hinge"))
+    with pytest.raises(KitError, match="--vary loss=cce,dice"):
+        runner.compare_cli(_args(tmp_path, task="mars"))
+
+
+def test_cli_shortcuts_become_validated_overrides(tmp_path):
+    args = _args(tmp_path, budget=None, seed=3, loss="dice", set=["epochs=2", "tta=none"])
+    assert runner.cli_overrides(args) == ["seed=3", "loss=dice", "epochs=2", "tta=none"]
