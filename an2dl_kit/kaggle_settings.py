@@ -18,18 +18,29 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from an2dl_kit.errors import KitError
-from an2dl_kit.task import CELLS, MARS, TASKS
+from an2dl_kit.task import MARS, TASKS, TaskInfo
+
+# Rows a task's leaderboard CSV must have by default (the course's Mars test set); other tasks are unchecked.
+DEFAULT_TEST_ROWS = {MARS.name: "10022"}
+
+
+def _task_settings(info: TaskInfo) -> dict[str, tuple[str, str]]:
+    """The three settings every task has, so that a task added to `an2dl_kit.task` is configurable at once."""
+    prefix = info.name.upper()
+    return {
+        f"{prefix}_COMPETITION": (info.competition, f"Kaggle competition attached to the {info.name} kernel and "
+                                                    "submitted to (empty: none, the challenge was scored elsewhere)"),
+        f"{prefix}_DATASETS": ("", f"datasets attached to the {info.name} kernel, `owner/slug` separated by commas "
+                                   "(e.g. offline weights)"),
+        f"{prefix}_TEST_ROWS": (DEFAULT_TEST_ROWS.get(info.name, ""),
+                                f"rows a {info.name} submission must have (empty: not checked)"),
+    }
+
 
 # name -> (default, meaning). Read from the environment; an empty value means the default.
 SETTINGS = {
     "KAGGLE_USERNAME": ("", "owner of the kernel (default: `username` in kaggle.json)"),
-    "CELLS_COMPETITION": (CELLS.competition, "Kaggle competition attached to the cells kernel and submitted to "
-                                             "(none by default: the cells challenge was scored on Codabench)"),
-    "MARS_COMPETITION": (MARS.competition, "Kaggle competition of the Mars challenge"),
-    "CELLS_DATASETS": ("", "datasets attached to the cells kernel, `owner/slug` separated by commas"),
-    "MARS_DATASETS": ("", "datasets attached to the Mars kernel, e.g. offline weights"),
-    "CELLS_TEST_ROWS": ("", "rows a cells submission must have (empty: not checked)"),
-    "MARS_TEST_ROWS": ("10022", "rows a Mars submission must have (the course test set)"),
+    **{name: value for info in TASKS.values() for name, value in _task_settings(info).items()},
     "ACCELERATOR": ("NvidiaTeslaT4", "Kaggle machine shape (NvidiaTeslaT4 = GPU T4 x2); `none` for CPU"),
     "INTERNET": ("true", "kernel internet access; false needs the weights in an attached dataset"),
 }
