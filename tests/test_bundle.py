@@ -280,6 +280,12 @@ def test_run_local_cli_lays_out_inputs_and_keeps_outputs(clean_env, tmp_path, sy
     assert (out / run_local.RUN_LOCAL_MARKER).exists()
 
 
+def test_run_local_mounts_each_task_file_once_where_kaggle_would(synthetic_dir):
+    assert [p.name for p in run_local._input_files("cells", synthetic_dir)] == ["training_set.npz", "test_set.npz"]
+    assert [p.name for p in run_local._input_files("mars", synthetic_dir)] == ["mars_for_students.npz"]
+    assert (run_local.input_slug("mars"), run_local.input_slug("cells")) == (MARS.competition, "an2dl-cells")
+
+
 def test_run_local_empties_only_its_own_earlier_outputs(tmp_path):
     out = tmp_path / "run-local"
     run_local.prepare_output(out)

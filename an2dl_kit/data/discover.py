@@ -60,8 +60,7 @@ class Inputs:
 
         Raises like `require` when the training file is missing.
         """
-        found = [self.require(task), self.test_file(task)]
-        return [path for k, path in enumerate(found) if path is not None and path not in found[:k]]
+        return list(dict.fromkeys(p for p in (self.require(task), self.test_file(task)) if p is not None))
 
 
 def input_root(data: str | os.PathLike | None = None) -> Path:
