@@ -140,7 +140,7 @@ def _add_kaggle(sub) -> None:
     p.add_argument("--profile", choices=_profile_choices(), default="local")
     _add_data_arg(p)
     p.add_argument("--out", type=Path, help="output folder (default: build/run-local/<task>)")
-    p.set_defaults(func=_handler("an2dl_kit.bundle:run_local_cli"))
+    p.set_defaults(func=_handler("an2dl_kit.run_local:run_local_cli"))
 
     for name, help_text in (
         ("push", "bundle and push the kernel to Kaggle"),

@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 
 from an2dl_kit.runtime import log
+from an2dl_kit.task import LABELS_FILE, TASKS
 
 DEFAULT_DATA = Path("data/demo")
 PROFILE = "local"
 # Training seconds per task: enough for the synthetic data to converge, and the whole demo in ~8 minutes.
 DEMO_BUDGET_S = {"cells": 150.0, "mars": 210.0}
-TASKS = ("cells", "mars")
 
 
 def _data_dir(data: Path | None) -> Path:
@@ -27,8 +27,7 @@ def _data_dir(data: Path | None) -> Path:
 
     if data is not None:
         return Path(data)
-    if not (DEFAULT_DATA / "cells" / "training_set.npz").exists() or not (
-            DEFAULT_DATA / "mars" / "mars_for_students.npz").exists():
+    if not all((DEFAULT_DATA / task.name / task.train_file).exists() for task in TASKS.values()):
         log(f"writing synthetic competition files into {DEFAULT_DATA}")
         write_synthetic(DEFAULT_DATA, seed=0, contaminants=True, size="demo")
     return DEFAULT_DATA
@@ -40,19 +39,18 @@ def _validate_and_score(task: str, run_dir: Path, data: Path) -> list[str]:
     from an2dl_kit.metrics import format_scores, score_files
     from an2dl_kit.submission import check_submission, count_test_rows
 
-    inputs = find_inputs(data)
-    test_file = inputs.cells_test if task == "cells" else inputs.mars
+    test_file = find_inputs(data).test_file(task)
     csv = run_dir / "submission.csv"
     lines = [check_submission(csv, task, count_test_rows(task, test_file) if test_file else None)]
-    labels = test_file.parent / "test_labels.npz" if test_file else None
+    labels = test_file.parent / LABELS_FILE if test_file else None
     if labels is not None and labels.exists():
         lines.append(format_scores(task, score_files(task, csv, labels)))
     return lines
 
 
 def cli(args: argparse.Namespace) -> int:
-    from an2dl_kit.bundle import run_local
     from an2dl_kit.data.inspect import summarize_all
+    from an2dl_kit.run_local import run_local
 
     started = time.monotonic()
     data = _data_dir(args.data)

@@ -31,19 +31,11 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from an2dl_kit import __version__
-from an2dl_kit.bundle import (
-    USERNAME_PLACEHOLDER,
-    credential_values,
-    describe_bundle,
-    git_state,
-    kaggle_config_path,
-    kernel_config,
-    load_template,
-    repo_root,
-    write_bundle,
-)
+from an2dl_kit.bundle import USERNAME_PLACEHOLDER, describe_bundle, load_template, write_bundle
 from an2dl_kit.errors import KaggleError, KitError
 from an2dl_kit.files import atomic_path, write_json
+from an2dl_kit.kaggle_settings import credential_values, kaggle_config_path, kernel_config
+from an2dl_kit.provenance import git_state, repo_root
 
 BUILD_DIR = Path("build/kernels")
 SUBMISSIONS_DIR = Path("submissions")

@@ -23,6 +23,7 @@ from an2dl_kit.errors import KaggleError
 from an2dl_kit.kaggle_loop import _safe_join, log_tail, wait_for
 from an2dl_kit.submission import write_cells_csv
 
+REPO = Path(__file__).resolve().parents[1]
 TEST_ROWS = 20
 COMPETITION = "standin-cells-competition"
 LOG = json.dumps([{"stream_name": "stdout", "time": 1.0, "data": "epoch 1/1\n"},
@@ -49,6 +50,8 @@ class Kit:
         self.work = tmp_path / "work"
         self.work.mkdir()
         self.env = standin.client_env(tmp_path / "home")
+        # The commands run from a scratch folder: put this checkout first, not whichever kit is installed.
+        self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), self.env.get("PYTHONPATH")]))
         self.env.update(CELLS_COMPETITION=COMPETITION, CELLS_TEST_ROWS=str(TEST_ROWS),
                         AN2DL_POLL_SECONDS="0.01", AN2DL_WAIT_TIMEOUT="20")
 

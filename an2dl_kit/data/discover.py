@@ -12,8 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from an2dl_kit.data.io import CELLS_TEST_FILE, CELLS_TRAIN_FILE, MARS_FILE
 from an2dl_kit.errors import DataError
+from an2dl_kit.task import CELLS, MARS, TASKS
 
 ENV_VAR = "AN2DL_INPUT"
 KAGGLE_INPUT = Path("/kaggle/input")
@@ -21,8 +21,10 @@ KAGGLE_INPUT = Path("/kaggle/input")
 # weights or a home folder is not walked for minutes.
 MAX_DEPTH = 6
 
-# Which file each task needs, and what it is called in messages.
-REQUIRED = {"cells": ("cells_train", CELLS_TRAIN_FILE), "mars": ("mars", MARS_FILE)}
+# Which `Inputs` field holds each task's training file, and what that file is called in messages.
+REQUIRED = {CELLS.name: ("cells_train", CELLS.train_file), MARS.name: ("mars", MARS.train_file)}
+# The `Inputs` field of each task's test file (Mars keeps its test set inside the training file).
+TEST_FIELD = {CELLS.name: "cells_test", MARS.name: "mars"}
 
 
 @dataclass(frozen=True)
@@ -39,9 +41,7 @@ class Inputs:
 
         The cells test set is optional (the real challenge scored it on Codabench): read `cells_test`.
         """
-        if task not in REQUIRED:
-            raise DataError(f"{task}: unknown task, expected one of {', '.join(REQUIRED)}")
-        field, name = REQUIRED[task]
+        field, name = REQUIRED[TASKS.check(task)]
         path = getattr(self, field)
         if path is None:
             where = "" if self.root.is_dir() else " (the folder does not exist)"
@@ -50,6 +50,17 @@ class Inputs:
                 f"pass --data DIR or set {ENV_VAR} (an2dl synth --out DIR writes synthetic files)"
             )
         return path
+
+    def test_file(self, task: str) -> Path | None:
+        """The file holding `task`'s test set, or None when absent (the cells test set is optional)."""
+        return getattr(self, TEST_FIELD[TASKS.check(task)])
+
+    def files(self, task: str) -> list[Path]:
+        """Every competition file of `task` that was found, each once: what a kernel needs mounted.
+
+        Raises like `require` when the training file is missing.
+        """
+        return list(dict.fromkeys(p for p in (self.require(task), self.test_file(task)) if p is not None))
 
 
 def input_root(data: str | os.PathLike | None = None) -> Path:
@@ -94,10 +105,10 @@ def find_inputs(data: str | os.PathLike | None = None) -> Inputs:
     by_name: dict[str, list[Path]] = {}
     for path in files:
         by_name.setdefault(path.name, []).append(path)
-    cells_train = _pick(by_name.get(CELLS_TRAIN_FILE, []))
+    cells_train = _pick(by_name.get(CELLS.train_file, []))
     return Inputs(
         root=root,
         cells_train=cells_train,
-        cells_test=_pick(by_name.get(CELLS_TEST_FILE, []), near=cells_train),
-        mars=_pick(by_name.get(MARS_FILE, [])),
+        cells_test=_pick(by_name.get(CELLS.test_file, []), near=cells_train),
+        mars=_pick(by_name.get(MARS.train_file, [])),
     )

@@ -1,0 +1,36 @@
+"""Kaggle kernel entry, shared by every task: print the provenance, then train, predict and write the files.
+
+`an2dl bundle --task T` appends this file to the kit's embedded source and a PROVENANCE dict, which names the
+task. Run on its own from a checkout (`AN2DL_TASK=mars python kernels/main.py`) it uses the installed kit,
+takes the task from $AN2DL_TASK (the profile from $AN2DL_PROFILE, default `local`) and describes the checkout
+instead. Inputs are searched under $AN2DL_INPUT (default /kaggle/input); everything is written to
+$AN2DL_OUTPUT (default /kaggle/working), the folder Kaggle keeps as the kernel's output; $AN2DL_BUDGET, when
+set, is the training budget in seconds.
+"""
+
+import os
+from pathlib import Path
+
+from an2dl_kit.banner import environment_lines, kernel_provenance
+from an2dl_kit.errors import KitError
+
+INPUT = Path(os.environ.get("AN2DL_INPUT") or "/kaggle/input")
+OUTPUT = Path(os.environ.get("AN2DL_OUTPUT") or "/kaggle/working")
+# Training seconds; unset keeps the profile's budget (the demo sets a short one).
+BUDGET = float(os.environ["AN2DL_BUDGET"]) if os.environ.get("AN2DL_BUDGET") else None
+
+# Provenance first, before TensorFlow loads: a kernel that dies on import still says what it was.
+try:
+    provenance = kernel_provenance(globals().get("PROVENANCE"))
+except KitError as error:
+    raise SystemExit(f"an2dl: error: {error}") from None
+task, profile = provenance["task"], provenance["profile"]
+for line in environment_lines(provenance, INPUT, OUTPUT):
+    print(line, flush=True)
+
+from an2dl_kit.tasks import run  # noqa: E402  (imports TensorFlow when called)
+
+metrics = run(task, INPUT, OUTPUT, profile, overrides={"budget_s": BUDGET} if BUDGET is not None else None,
+              provenance=provenance)
+written = ", ".join(metrics.get("files", []))
+print(f"done in {metrics.get('seconds_total', 0):.0f} s; wrote to {OUTPUT}: {written}", flush=True)
