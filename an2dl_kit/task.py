@@ -23,7 +23,7 @@ class TaskInfo:
         label_shape: one label as the leaderboard scores it: () for a class, (H, W) for a mask.
         train_file: the training file's name.
         test_file: the test file's name (Mars keeps its test set inside `train_file`).
-        score: the headline metric's key in the task's score dicts (what `tta_gain` and ensembles compare).
+        score: the headline metric's key in the task's score dicts (what the TTA gain and comparisons use).
         monitor: the Keras log key that picks the best epoch.
         competition: the leaderboard's Kaggle competition slug ("" where the challenge was not on Kaggle).
     """

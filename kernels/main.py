@@ -32,5 +32,4 @@ from an2dl_kit.tasks import run  # noqa: E402  (imports TensorFlow when called)
 
 metrics = run(task, INPUT, OUTPUT, profile, overrides={"budget_s": BUDGET} if BUDGET is not None else None,
               provenance=provenance)
-written = ", ".join(metrics.get("files", []))
-print(f"done in {metrics.get('seconds_total', 0):.0f} s; wrote to {OUTPUT}: {written}", flush=True)
+print(f"done in {metrics['seconds']['total']:.0f} s; wrote to {OUTPUT}: {', '.join(metrics['files'])}", flush=True)

@@ -92,12 +92,7 @@ def test_bundle_holds_no_environment_value_or_credential(clean_env, tmp_path):
     assert result.ref == "someone/an2dl-blood-cells"
 
 
-# The Mars profiles live in a module that imports keras at load time (an2dl_kit/tasks/mars.py); strict, so
-# that the marker has to go once that module is TensorFlow-free.
-MARS_LOADS_KERAS = pytest.mark.xfail(strict=True, reason="an2dl_kit/tasks/mars.py imports keras at module level")
-
-
-@pytest.mark.parametrize("task", ["cells", pytest.param("mars", marks=MARS_LOADS_KERAS)])
+@pytest.mark.parametrize("task", ["cells", "mars"])
 def test_bundling_leaves_tensorflow_and_keras_unloaded(clean_env, tmp_path, task):
     """Bundling, pushing and run-local must not wait for TensorFlow: a fresh process, as `an2dl bundle` is."""
     code = ("import sys\n"

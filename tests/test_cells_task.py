@@ -106,9 +106,10 @@ def test_smoke_run_writes_every_file_and_a_valid_submission(smoke_run, synthetic
     metrics = json.loads((out / "metrics.json").read_text())
     assert tuple(metrics) == METRICS_KEYS
     assert set(metrics["files"]) == EXPECTED_FILES
-    assert (metrics["task"], metrics["profile"], metrics["overrides"]) == ("cells", "smoke", {"tta": "identity,flip_lr"})
-    assert metrics["config"]["inference"]["tta"] == "identity,flip_lr" and metrics["tta"]["views"] == ["identity",
-                                                                                                   "flip_lr"]
+    assert (metrics["task"], metrics["profile"]) == ("cells", "smoke")
+    assert metrics["overrides"] == {"tta": "identity,flip_lr"}
+    assert metrics["config"]["inference"]["tta"] == "identity,flip_lr"
+    assert metrics["tta"]["views"] == ["identity", "flip_lr"]
     assert metrics["phases"][0]["name"] == "train" and "history" not in metrics["phases"][0]
     assert len(metrics["validation"]["confusion_matrix"]) == 8
     assert metrics["tta"]["gain"] == pytest.approx(metrics["validation_tta"]["accuracy"]

@@ -26,10 +26,6 @@ from an2dl_kit.task import CELLS, MARS
 
 PIXEL_RANGE = (0.0, 255.0)
 
-# The file names data/discover.py searches for; `task.CELLS` and `task.MARS` own them.
-CELLS_TRAIN_FILE = CELLS.train_file
-CELLS_TEST_FILE = CELLS.test_file
-MARS_FILE = MARS.train_file
 
 
 @dataclass(frozen=True)
