@@ -54,7 +54,8 @@ def environment_lines(prov: Mapping, input_dir: Path, output_dir: Path) -> Itera
     yield (f"an2dl-kit {prov['version']} | commit {prov['commit'] or 'none'}"
            f"{' (dirty)' if prov['dirty'] else ''} | task {prov['task']} | profile {prov['profile']}")
     yield "kernel: " + ", ".join(f"{k}={v}" for k, v in prov["kernel"].items() if k != "task")
-    yield "config: " + ", ".join(f"{k}={v}" for k, v in prov["config"].items())
+    for group, fields in prov["config"].items():
+        yield f"config {group}: " + ", ".join(f"{k}={v}" for k, v in fields.items())
     yield f"sources sha256: {prov['sources_sha256']}"
     yield "versions: " + ", ".join(f"{k} {v}" for k, v in library_versions().items())
     gpus = _gpu_lines()

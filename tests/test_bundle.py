@@ -75,7 +75,7 @@ def test_bundle_embeds_every_kit_module_verbatim_then_main(clean_env, tmp_path):
     assert script.endswith("\n" + main)
     commit, dirty = git_state(REPO)
     assert (prov["version"], prov["commit"], prov["dirty"]) == (__version__, commit, dirty)
-    assert (prov["task"], prov["profile"], prov["config"]["seed"]) == ("cells", "kaggle", 42)
+    assert (prov["task"], prov["profile"], prov["config"]["training"]["seed"]) == ("cells", "kaggle", 42)
     assert prov["kernel"]["accelerator"] == "NvidiaTeslaT4"
 
 
