@@ -266,24 +266,61 @@ def _progress_verbosity() -> int:
     return 1 if sys.stdout.isatty() else 2
 
 
-def fit_phase(
-    model: keras.Model,
-    train,
-    val,
-    *,
-    name: str,
-    epochs: int,
-    out_dir: Path,
-    monitor: str = "val_loss",
-    mode: str = "min",
-    patience: int = 10,
-    deadline: Deadline | None = None,
-    schedule: Schedule | None = None,
-    best: float | None = None,
-    signature: str = "",
-    callbacks: tuple = (),
-    verbose: int | str = "auto",
-) -> PhaseResult:
+def _phase_dir(out_dir: Path, name: str, signature: str) -> Path:
+    """The phase's backup folder; a backup made under another configuration signature is discarded."""
+    phase_dir = out_dir / "backup" / name
+    signature_path = phase_dir / "signature.txt"
+    if phase_dir.exists() and (not signature_path.exists() or signature_path.read_text() != signature):
+        log(f"phase {name}: discarding a backup made with another configuration")
+        shutil.rmtree(phase_dir)
+    phase_dir.mkdir(parents=True, exist_ok=True)
+    signature_path.write_text(signature)
+    return phase_dir
+
+
+def _finished(model: keras.Model, phase_dir: Path, monitor: str) -> PhaseResult:
+    """A phase an earlier run finished: its best weights reloaded, its result read back."""
+    _load_weights(model, phase_dir / "best.weights.h5")
+    result = PhaseResult(**{**json.loads((phase_dir / "done.json").read_text()), "resumed": True})
+    log(f"phase {result.name}: already finished in an earlier run (best {monitor} {result.best_value:.4f}); "
+        "skipped")
+    return result
+
+
+def _restore_best(model: keras.Model, keeper: _BestKeeper, run_best: float | None, label: str) -> None:
+    """Leave `model` with the phase's best weights, or the run's earlier best if the phase never beat it."""
+    if keeper.weights_path.exists():
+        _load_weights(model, keeper.weights_path)
+    phase_best = keeper.best_value if keeper.best_value is not None else math.nan
+    if not _improved(phase_best, run_best, keeper.mode) and keeper.model_path.exists():
+        log(f"{label}: no improvement on the earlier best {keeper.monitor}; keeping the earlier weights")
+        _load_weights(model, keeper.model_path)
+
+
+def _fit(model: keras.Model, train, val, epochs: int, phase_dir: Path, verbose: int | str,
+         callbacks: list) -> keras.callbacks.History:
+    """`model.fit` with the epoch backup first and the batches told which epoch starts."""
+    callbacks = [keras.callbacks.BackupAndRestore(str(phase_dir / "state"), save_freq="epoch",
+                                                  delete_checkpoint=True), *callbacks]
+    if hasattr(train, "set_epoch"):
+        callbacks.append(_EpochSync(train))
+    x, y = train if isinstance(train, tuple) else (train, None)
+    return model.fit(
+        x,
+        y,
+        validation_data=val,
+        # Batches shuffle themselves from their seed; Keras would reorder them from the global NumPy state.
+        shuffle=not isinstance(train, keras.utils.PyDataset),
+        epochs=epochs,
+        callbacks=callbacks,
+        verbose=_progress_verbosity() if verbose == "auto" else verbose,
+    )
+
+
+def fit_phase(model: keras.Model, train, val, *, name: str, epochs: int, out_dir: Path, monitor: str = "val_loss",
+              mode: str = "min", patience: int = 10, deadline: Deadline | None = None,
+              schedule: Schedule | None = None, best: float | None = None, signature: str = "",
+              callbacks: tuple = (), verbose: int | str = "auto") -> PhaseResult:
     """Train one phase and leave `model` holding the best weights of the run so far.
 
     Args:
@@ -307,61 +344,24 @@ def fit_phase(
     if mode not in ("min", "max"):
         raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
     out_dir = Path(out_dir)
-    phase_dir = out_dir / "backup" / name
-    model_path = out_dir / MODEL_FILE
-    done_path = phase_dir / "done.json"
-    signature_path = phase_dir / "signature.txt"
-    if phase_dir.exists() and (not signature_path.exists() or signature_path.read_text() != signature):
-        log(f"phase {name}: discarding a backup made with another configuration")
-        shutil.rmtree(phase_dir)
-    phase_dir.mkdir(parents=True, exist_ok=True)
-    signature_path.write_text(signature)
-
-    if done_path.exists():
-        _load_weights(model, phase_dir / "best.weights.h5")
-        result = PhaseResult(**{**json.loads(done_path.read_text()), "resumed": True})
-        log(f"phase {name}: already finished in an earlier run (best {monitor} {result.best_value:.4f}); skipped")
-        return result
-
+    phase_dir = _phase_dir(out_dir, name, signature)
+    if (phase_dir / "done.json").exists():
+        return _finished(model, phase_dir, monitor)
     deadline = deadline or Deadline(None)
     if deadline.remaining() <= 0:
         log(f"phase {name}: no time left in the budget; skipped")
         return PhaseResult(name, 0, -1, best if best is not None else math.nan, 0.0, True)
-
     budget = _BudgetPlanner(deadline, epochs, getattr(train, "num_batches", None) or 1, schedule)
-    keeper = _BestKeeper(monitor, mode, phase_dir, model_path, best)
+    keeper = _BestKeeper(monitor, mode, phase_dir, out_dir / MODEL_FILE, best)
     recorder = _HistoryRecorder(out_dir / HISTORY_FILE, name)
-    all_callbacks = [
-        keras.callbacks.BackupAndRestore(str(phase_dir / "state"), save_freq="epoch", delete_checkpoint=True),
-        budget,  # first after the backup: it writes the epoch's learning rate into the logs the others record
-        keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience),
-        keeper,
-        recorder,
-        *callbacks,
-    ]
-    if hasattr(train, "set_epoch"):
-        all_callbacks.append(_EpochSync(train))
     log(f"phase {name}: up to {epochs} epochs, monitoring {monitor} ({mode})")
     start = time.monotonic()
-    x, y = train if isinstance(train, tuple) else (train, None)
-    history = model.fit(
-        x,
-        y,
-        validation_data=val,
-        # Batches shuffle themselves from their seed; Keras would reorder them from the global NumPy state.
-        shuffle=not isinstance(train, keras.utils.PyDataset),
-        epochs=epochs,
-        callbacks=all_callbacks,
-        verbose=_progress_verbosity() if verbose == "auto" else verbose,
-    )
+    # The planner comes first: it writes the epoch's learning rate into the logs the others record.
+    history = _fit(model, train, val, epochs, phase_dir, verbose, [
+        budget, keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience), keeper, recorder,
+        *callbacks])
     seconds = time.monotonic() - start
-
-    if keeper.weights_path.exists():
-        _load_weights(model, keeper.weights_path)
-    if not _improved(keeper.best_value if keeper.best_value is not None else math.nan, best, mode) \
-            and model_path.exists():
-        log(f"phase {name}: no improvement on the earlier best {monitor}; keeping the earlier weights")
-        _load_weights(model, model_path)
+    _restore_best(model, keeper, best, f"phase {name}")
     result = PhaseResult(
         name=name,
         epochs_run=len(recorder.rows),
@@ -371,7 +371,7 @@ def fit_phase(
         stopped_by_budget=budget.triggered,
         history={k: [float(v) for v in values] for k, values in history.history.items()},
     )
-    write_json(done_path, asdict(result))
+    write_json(phase_dir / "done.json", asdict(result))
     log(f"phase {name}: {result.epochs_run} epochs in {seconds:.0f} s; best {monitor} "
         f"{result.best_value:.4f} at epoch {result.best_epoch + 1}")
     return result
