@@ -55,10 +55,12 @@ def test_summary_lines_show_both_validations_and_the_gain():
     hooks = runner.hooks_for("cells")
     scores = {"accuracy": 0.5, "precision": 0.4, "recall": 0.3, "f1": 0.2}
     metrics = {"validation": scores, "validation_tta": {**scores, "accuracy": 0.6}, "test": None,
-               "tta": {"views": ["identity", "flip_lr"], "gain": 0.1}, "postprocess": {}}
+               "tta": {"configured": ["identity", "flip_lr"], "views": ["identity", "flip_lr"], "gain": 0.1},
+               "postprocess": {}}
     lines = runner.summary_lines(hooks, metrics)
     assert lines[0].startswith("validation ") and "accuracy 0.5000" in lines[0]
-    assert "accuracy 0.6000" in lines[1] and lines[2] == "TTA gain +0.1000 (2 views)"
+    assert "accuracy 0.6000" in lines[1]
+    assert lines[2] == "TTA gain +0.1000 (2 views); submitted with identity, flip_lr"
     assert len(lines) == 3
 
 
@@ -97,3 +99,40 @@ def test_compare_checks_every_variant_before_training(tmp_path, monkeypatch):
 def test_cli_shortcuts_become_validated_overrides(tmp_path):
     args = _args(tmp_path, budget=None, seed=3, loss="dice", set=["epochs=2", "tta=none"])
     assert runner.cli_overrides(args) == ["seed=3", "loss=dice", "epochs=2", "tta=none"]
+
+
+class _SideModel:
+    """Predicts class 0 (p 0.9) when an image's brightest pixel is on the left, class 1 (p 0.99) when on the
+    right: a left-right flip turns every class-0 image into a confident class-1 one."""
+
+    def predict(self, x, batch_size=None, verbose=0):
+        column = np.asarray(x).max(axis=(1, 3)).argmax(axis=1)
+        right = column >= np.asarray(x).shape[2] // 2
+        probabilities = np.full((len(x), 8), 0.001, np.float32)
+        probabilities[~right, 0], probabilities[right, 1] = 0.9, 0.99
+        return probabilities
+
+
+def _side_images(labels: np.ndarray) -> np.ndarray:
+    images = np.zeros((len(labels), 96, 96, 3), np.uint8)
+    for i, label in enumerate(labels):
+        images[i, 48, 10 if label == 0 else 85] = 255
+    return images
+
+
+def test_tta_selection_keeps_identity_when_the_other_views_hurt():
+    from an2dl_kit.tasks import resolve_config
+
+    hooks = runner.hooks_for("cells")
+    labels = np.array([0, 1] * 8)
+    data = runner.RunData(_side_images(labels), labels, _side_images(labels), labels, _side_images(labels),
+                          labels, cleaning={})
+    plan = runner.TrainingPlan(_SideModel(), None, None, [], {}, batch_size=4)
+    config = resolve_config("cells", "smoke", ["tta=identity,flip_lr"])
+    results = runner.evaluate(hooks, config, plan, data)
+    assert results.validation["accuracy"] == 1.0 and results.validation_tta["accuracy"] == 0.5
+    assert results.views == ("identity",)
+    assert results.test_tta["accuracy"] == 1.0 and results.test_labels.tolist() == labels.tolist()
+    forced = runner.evaluate(hooks, resolve_config("cells", "smoke", ["tta=identity,flip_lr",
+                                                                      "tta_select=false"]), plan, data)
+    assert forced.views == ("identity", "flip_lr") and forced.test_tta["accuracy"] == 0.5

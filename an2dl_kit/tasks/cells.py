@@ -152,13 +152,12 @@ class CellsHooks(TaskHooks):
         from an2dl_kit.codabench import write_submission_zip
         from an2dl_kit.submission import write_cells_csv
         from an2dl_kit.training import MODEL_FILE
-        from an2dl_kit.tta import resolve_views
 
         files = []
         if results.test_labels is not None:
             write_cells_csv(out_dir / SUBMISSION_CSV, results.test_labels)
             files.append(SUBMISSION_CSV)
-        write_submission_zip(out_dir / MODEL_FILE, out_dir / SUBMISSION_ZIP, resolve_views(config.inference.tta))
+        write_submission_zip(out_dir / MODEL_FILE, out_dir / SUBMISSION_ZIP, results.views)
         accuracy = results.validation_tta["accuracy"]
         plots.confusion_matrix(results.validation_tta["confusion_matrix"], out_dir / CONFUSION_PNG,
                                f"validation with TTA ({config.inference.tta}): accuracy {accuracy:.4f}")

@@ -105,9 +105,11 @@ class Augmentation:
 class Inference:
     """Args:
         tta: a TTA view set of `tta.VIEW_SETS` or comma-separated view names.
+        tta_select: use the TTA views only if they do not lower validation accuracy (else identity alone).
     """
 
     tta: str = checked(resolve_views)
+    tta_select: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)

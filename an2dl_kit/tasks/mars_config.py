@@ -100,11 +100,13 @@ class Augmentation:
 class Inference:
     """Args:
         tta: TTA views (a set of `tta.VIEW_SETS` or comma-separated view names), undone on the maps.
+        tta_select: use the TTA views only if they do not lower validation mIoU (else identity alone).
         cleanup: majority-filter window for the submitted masks (0: off).
         auto_cleanup: use the `cleanup` filter only if it does not lower validation mIoU.
     """
 
     tta: str = checked(resolve_views, default="identity,flip_lr")
+    tta_select: bool = True
     cleanup: int = bounded(0, 31, default=5)
     auto_cleanup: bool = True
 

@@ -95,10 +95,12 @@ class TrainingPlan:
 
 @dataclass
 class Results:
-    """Scores and labels after training; `postprocess` is what the task chose on validation."""
+    """Scores and labels after training. `validation_tta` scores the configured TTA views; `views` are the
+    ones the submission uses (`choose_views`), `postprocess` what the task chose on validation."""
 
     validation: dict
     validation_tta: dict
+    views: tuple[str, ...]
     val_labels: np.ndarray
     test_labels: np.ndarray | None = None
     test: dict | None = None
@@ -271,28 +273,40 @@ def predict_views(model, x: np.ndarray, views: tuple[str, ...], dense: bool,
     return identity, total / len(views)
 
 
+def choose_views(config, score: str, views: tuple[str, ...], plain: dict, merged: dict) -> tuple[str, ...]:
+    """The configured views, unless they lower the validation score and `tta_select` is on: then identity."""
+    if config.inference.tta_select and merged[score] < plain[score]:
+        rt.log(f"TTA views {', '.join(views)} lower validation {score} ({plain[score]:.4f} -> "
+               f"{merged[score]:.4f}): predicting without them")
+        return ("identity",)
+    return views
+
+
 def evaluate(hooks: TaskHooks, config, plan: TrainingPlan, data: RunData) -> Results:
-    """Validation with and without TTA, post-processing chosen on validation, then the test set in chunks
-    (never all of its probability maps in memory at once)."""
+    """Validation with and without TTA, the views and post-processing chosen on validation, then the test set
+    in chunks (never all of its probability maps in memory at once)."""
     from an2dl_kit.tta import resolve_views
 
-    views = resolve_views(config.inference.tta)
-    rt.log(f"{hooks.info.name}: predicting with TTA views {', '.join(views)}")
-    identity, mean = predict_views(plan.model, data.x_val, views, hooks.dense, plan.batch_size)
+    configured = resolve_views(config.inference.tta)
+    rt.log(f"{hooks.info.name}: predicting with TTA views {', '.join(configured)}")
+    identity, mean = predict_views(plan.model, data.x_val, configured, hooks.dense, plan.batch_size)
     validation = hooks.scores(data.y_val, hooks.to_labels(identity, config, {}))
     validation_tta = hooks.scores(data.y_val, hooks.to_labels(mean, config, {}))
-    postprocess = hooks.choose_postprocess(config, data.y_val, mean, validation_tta)
-    results = Results(validation, validation_tta, hooks.to_labels(mean, config, postprocess),
+    views = choose_views(config, hooks.info.score, configured, validation, validation_tta)
+    merged = mean if views == configured else identity
+    chosen_scores = validation_tta if views == configured else validation
+    postprocess = hooks.choose_postprocess(config, data.y_val, merged, chosen_scores)
+    results = Results(validation, validation_tta, views, hooks.to_labels(merged, config, postprocess),
                       postprocess=postprocess)
     if data.x_test is None:
         return results
-    plain, merged = [], []
+    plain, submitted = [], []
     for start in range(0, len(data.x_test), PREDICT_CHUNK):
         identity, mean = predict_views(plan.model, data.x_test[start:start + PREDICT_CHUNK], views, hooks.dense,
                                        plan.batch_size)
         plain.append(hooks.to_labels(identity, config, postprocess))
-        merged.append(hooks.to_labels(mean, config, postprocess))
-    results.test_labels = np.concatenate(merged)
+        submitted.append(hooks.to_labels(mean, config, postprocess))
+    results.test_labels = np.concatenate(submitted)
     if data.y_test is not None:
         results.test = hooks.scores(data.y_test, np.concatenate(plain))
         results.test_tta = hooks.scores(data.y_test, results.test_labels)
@@ -318,7 +332,7 @@ def metrics_record(hooks: TaskHooks, config, *, profile: str, overrides, provena
         "samples": data.samples(), "cleaning": data.cleaning, "model": plan.model_info,
         "phases": [phase.summary() for phase in phases],
         "validation": results.validation, "validation_tta": results.validation_tta,
-        "tta": {"views": list(resolve_views(config.inference.tta)),
+        "tta": {"configured": list(resolve_views(config.inference.tta)), "views": list(results.views),
                 "gain": results.validation_tta[score] - results.validation[score]},
         "postprocess": results.postprocess, "test": results.test, "test_tta": results.test_tta,
         "details": plan.details(), "seconds": {k: round(v, 2) for k, v in seconds.items()}, "files": files,
@@ -338,7 +352,8 @@ def summary_lines(hooks: TaskHooks, metrics: dict) -> list[str]:
     """What `an2dl train` prints: validation with and without TTA, the gain, test scores when known."""
     lines = [hooks.score_line("validation", metrics["validation"]),
              hooks.score_line("validation+TTA", metrics["validation_tta"]),
-             f"TTA gain {metrics['tta']['gain']:+.4f} ({len(metrics['tta']['views'])} views)"
+             f"TTA gain {metrics['tta']['gain']:+.4f} ({len(metrics['tta']['configured'])} views); "
+             f"submitted with {', '.join(metrics['tta']['views'])}"
              + "".join(f"; {k} {v:.4g}" for k, v in metrics["postprocess"].items())]
     if metrics["test"] is not None:
         lines += [hooks.score_line("test", metrics["test"]), hooks.score_line("test+TTA", metrics["test_tta"])]
