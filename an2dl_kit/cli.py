@@ -171,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="an2dl", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"an2dl-kit {__version__}")
+    parser.add_argument("--verbose", action="store_true", help="also show TensorFlow's native start-up log")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_synth, _add_inspect, _add_check, _add_score, _add_train, _add_compare, _add_kaggle,
                 _add_demo):
@@ -181,7 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args) or 0
+        if args.verbose:
+            return args.func(args) or 0
+        from an2dl_kit.native_log import quiet_native_log
+
+        with quiet_native_log():
+            return args.func(args) or 0
     except KitError as error:
         print(f"an2dl: error: {error}", file=sys.stderr)
         return 2

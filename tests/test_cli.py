@@ -118,3 +118,26 @@ def test_console_error_is_one_line_without_traceback(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr == f"an2dl: error: {bad}: row 0 (line 2), column 'label': label 9 outside 0..7\n"
+
+
+NATIVE_NOISE_SCRIPT = """
+import os, subprocess, sys
+from an2dl_kit.native_log import quiet_native_log
+with quiet_native_log():
+    os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n")
+    os.write(2, b"I0000 00:00:1796030238.207275   19425 port.cc:153] oneDNN custom operations are on.\\n")
+    os.write(2, b"E0000 00:00:1796029609.243919    8002 cuda_platform.cc:52] failed call to cuInit\\n")
+    print("a Python warning stays", file=sys.stderr, flush=True)
+    subprocess.run([sys.executable, "-c", "import os; os.write(2, b'W0000 00:00:1.5 7 a.cc:1] child\\\\n'); "
+                    "os.write(2, b'child line stays\\\\n')"])
+print("an2dl: error: after the block", file=sys.stderr)
+"""
+
+
+def test_native_log_lines_are_filtered_and_everything_else_passes():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", NATIVE_NOISE_SCRIPT], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == ["a Python warning stays", "child line stays", "an2dl: error: after the block"]
