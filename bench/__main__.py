@@ -5,7 +5,7 @@ rates) can only be made before TensorFlow starts, and a part's models should not
 session with the next. A part is a module `bench/<name>.py` with `rows()` (see `bench/common.py`),
 registered in `PARTS`; `--parts a,b` runs a selection. Benchmarks that train for minutes
 (`bench.mars_quality`, `bench.cells_robustness`, `bench.cells_pipeline`) run on their own, outside the
-five-minute `make bench`, as does `bench.mars_size`.
+five-minute `make bench`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from pathlib import Path
 from bench.common import Row, parse_rows, table
 
 # The parts of `make bench`, in table order; each takes about a minute or less on two cores.
-# (`bench.mars_size` repeats hardware_size's U-Net rows with TensorFlow's profiler and adds the plain U-Net.)
 PARTS = ("hardware_augment", "hardware_pipeline", "hardware_size", "hardware_tta", "hardware_estimate",
          "kaggle_overhead")
 PART_TIMEOUT_S = 600

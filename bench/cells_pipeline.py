@@ -19,6 +19,8 @@ import time
 
 import numpy as np
 
+from an2dl_kit.task import CELLS
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 TARGET = 0.9
@@ -45,13 +47,13 @@ class _StepTimer:
 
 def pool(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Real training images when the shared data is present, else synthetic ones."""
-    from bench.cells_robustness import find_data
+    from an2dl_kit.data.discover import shared_data_root
 
-    root = find_data()
+    root = shared_data_root()
     if root is not None:
         from an2dl_kit.data.io import load_cells_train
 
-        data = load_cells_train(root / "cells" / "training_set.npz")
+        data = load_cells_train(root / CELLS.name / CELLS.train_file)
         return data.images[:n], data.labels[:n]
     from an2dl_kit.data.synth import synth_cells
 
@@ -64,24 +66,22 @@ def measure(profile_name: str, rounds: int, steps: int, workers: int | None = No
     from an2dl_kit.models.cells import build_classifier
     from an2dl_kit.pipeline import Batches
     from an2dl_kit.runtime import setup_runtime
-    from an2dl_kit.tasks.cells import PROFILES, class_weight_vector, compile_classifier, onehot
+    from an2dl_kit.tasks import resolve_config
+    from an2dl_kit.tasks.cells import class_weight_vector, compile_classifier, onehot
 
-    profile = PROFILES[profile_name]
-    workers = workers or profile.workers
+    config = resolve_config(CELLS.name, profile_name, {"workers": workers})  # None: the profile's
+    m, a, workers = config.model, config.augmentation, config.run.workers
     runtime = setup_runtime(seed=0)
-    batch = runtime.global_batch(profile.batch_size)
+    batch = runtime.global_batch(config.training.batch_size)
     # Enough images that no timed fit call runs out of batches (a short epoch would inflate the rate).
     images, labels = pool((steps + 1) * batch)
     weights = class_weight_vector(labels)
     preloaded_x, preloaded_y = images.astype(np.float32), onehot(labels)
-    augment = CellsAugment(profile.augment, class_weights=weights, cutmix_p=profile.cutmix_p,
-                           mixup_p=profile.mixup_p)
+    augment = CellsAugment(a.augment, class_weights=weights, cutmix_p=a.cutmix_p, mixup_p=a.mixup_p)
     augmented = Batches(images, labels, batch_size=batch, transform=augment, seed=0, workers=workers)
     with runtime.scope():
-        model, _ = build_classifier(profile.backbone, "none", image_size=profile.image_size,
-                                    head_units=profile.head_units)
-        compile_classifier(model, learning_rate=1e-3, steps_per_epoch=steps, profile=profile,
-                           jit_compile=False if runtime.kind == "cpu" else "auto")
+        model, _ = build_classifier(m.backbone, "none", image_size=m.image_size, head_units=m.head_units)
+        compile_classifier(model, config, runtime)
 
     def fit_preloaded(n_steps):
         timer = _StepTimer()
@@ -104,7 +104,7 @@ def measure(profile_name: str, rounds: int, steps: int, workers: int | None = No
                   flush=True)
     images_timed = rounds * steps * batch
     rates = {name: images_timed / s for name, s in seconds.items()}
-    return {"profile": profile_name, "augment": profile.augment, "workers": workers, "batch": batch,
+    return {"profile": profile_name, "augment": a.augment, "workers": workers, "batch": batch,
             "preloaded": rates["preloaded"], "augmented": rates["augmented"],
             "ratio": rates["augmented"] / rates["preloaded"]}
 

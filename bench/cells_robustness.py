@@ -34,9 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
+from an2dl_kit.task import CELLS, LABELS_FILE
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-DATA_CANDIDATES = (Path("/work/shared/data"), Path(__file__).resolve().parents[2] / "shared" / "data")
 DEFAULT_OUT = Path("build/bench/cells_robustness")
 SEED = 2024
 SEVERITIES = 5
@@ -185,11 +186,13 @@ def corrupted_copy(images: np.ndarray, labels: np.ndarray, seed: int = SEED) -> 
 
 
 def find_data() -> Path | None:
-    for root in DATA_CANDIDATES:
-        if all((root / "cells" / name).is_file() for name in ("training_set.npz", "test_set.npz",
-                                                              "test_labels.npz")):
-            return root
-    return None
+    """The shared data root (`discover.shared_data_root`) when it also holds the cells test set and labels."""
+    from an2dl_kit.data.discover import shared_data_root
+
+    root = shared_data_root()
+    if root is None or not all((root / CELLS.name / name).is_file() for name in (CELLS.test_file, LABELS_FILE)):
+        return None
+    return root
 
 
 def load_or_make_corrupted(cells: Path, out: Path) -> dict[str, np.ndarray]:
@@ -199,8 +202,8 @@ def load_or_make_corrupted(cells: Path, out: Path) -> dict[str, np.ndarray]:
     if cache.exists():
         with np.load(cache) as data:
             return {key: data[key] for key in data.files}
-    images = load_cells_test(cells / "test_set.npz")
-    labels = load_labels(cells / "test_labels.npz").reshape(-1)
+    images = load_cells_test(cells / CELLS.test_file)
+    labels = load_labels(cells / LABELS_FILE).reshape(-1)
     start = time.monotonic()
     copy = corrupted_copy(images, labels)
     out.mkdir(parents=True, exist_ok=True)
@@ -267,21 +270,23 @@ def main(argv: list[str] | None = None) -> int:
     import keras
 
     from an2dl_kit.data.io import load_cells_test, load_labels
-    from an2dl_kit.tasks.cells import PROFILES, run
+    from an2dl_kit.tasks import resolve_config, run
+    from an2dl_kit.training import MODEL_FILE
 
-    views = args.views or PROFILES["local"].tta
-    corrupted = load_or_make_corrupted(root / "cells", args.out)
+    views = args.views or resolve_config(CELLS.name, "local").inference.tta
+    cells = root / CELLS.name
+    corrupted = load_or_make_corrupted(cells, args.out)
     train_seconds = cpu_seconds = None
     model_path = args.model
     if model_path is None:
         run_dir = args.out / "run"
         shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run: no resumed backup, no old history rows
-        metrics = run(root, run_dir, "local", budget_s=args.budget, seed=args.seed)
+        metrics = run(CELLS.name, root, run_dir, "local", overrides={"budget_s": args.budget, "seed": args.seed})
         train_seconds, cpu_seconds = metrics["seconds"]["training"], metrics["seconds"]["training_cpu"]
-        model_path = run_dir / "model.keras"
+        model_path = run_dir / MODEL_FILE
     model = keras.saving.load_model(model_path, compile=False)
-    clean = load_cells_test(root / "cells" / "test_set.npz")
-    clean_labels = load_labels(root / "cells" / "test_labels.npz").reshape(-1)
+    clean = load_cells_test(cells / CELLS.test_file)
+    clean_labels = load_labels(cells / LABELS_FILE).reshape(-1)
     result = evaluate(model, clean, clean_labels, corrupted, views)
     text = report(result, views, train_seconds, cpu_seconds)
     print(text)

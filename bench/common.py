@@ -31,7 +31,7 @@ class Row:
     """One line of the benchmark table.
 
     Args:
-        part: the benchmark it comes from ("augment", "pipeline", "size", "estimate", "tta").
+        part: the benchmark it comes from ("augment", "pipeline", "size", "estimate", "tta", "kaggle", ...).
         item: what was measured.
         value: the figure, already formatted.
         unit: the figure's unit.
@@ -64,20 +64,19 @@ def target_note(value: float, target: float, higher_is_better: bool = True) -> s
     return f"target {sign} {fmt(target)}: missed by {gap:.0%}"
 
 
-def rate(fn: Callable[[], int], min_seconds: float = MIN_SECONDS, warmup: int = 1,
-         clock: Callable[[], float] = time.process_time) -> float:
-    """Items per second of `fn` (which returns how many items one call handled), over >= min_seconds.
+def rate(fn: Callable[[], int], min_seconds: float = MIN_SECONDS, warmup: int = 1) -> float:
+    """Items per CPU-second of `fn` (which returns how many items one call handled), over >= min_seconds.
 
-    The default clock is the process's CPU time: on a machine shared with other jobs, wall time counts the
-    time the scheduler gave to others, CPU time only the work done here. With one thread (`one_core`) the
-    rate is then a per-core rate. Pass `time.perf_counter` for wall-clock rates.
+    The clock is the process's CPU time: on a machine shared with other jobs, wall time counts the time the
+    scheduler gave to others, CPU time only the work done here. With one thread (`one_core`) the rate is
+    then a per-core rate.
     """
     for _ in range(warmup):
         fn()
-    done, start = 0, clock()
+    done, start = 0, time.process_time()
     while True:
         done += fn()
-        elapsed = clock() - start
+        elapsed = time.process_time() - start
         if elapsed >= min_seconds:
             return done / elapsed
 
@@ -103,17 +102,27 @@ def table(rows: list[Row]) -> str:
     return markdown_table([asdict(row) for row in rows])
 
 
-def main(rows_fn: Callable[[], list[Row]], argv: list[str] | None = None) -> int:
-    """Command line of a part: print its table, or with --rows its rows as JSON lines."""
-    parser = argparse.ArgumentParser(description=(rows_fn.__module__ or "bench") + " benchmark")
+def add_rows_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows", action="store_true", help="print rows as JSON lines (for python -m bench)")
-    args = parser.parse_args(argv)
-    rows = rows_fn()
-    if args.rows:
+
+
+def emit(rows: list[Row], as_json: bool) -> None:
+    """Print the rows: a table, or JSON lines (`--rows`) for `python -m bench` to collect."""
+    if as_json:
         for row in rows:
             print(ROW_PREFIX + json.dumps(asdict(row)), flush=True)
     else:
         print(table(rows), end="")
+
+
+def main(rows_fn: Callable[[], list[Row]], argv: list[str] | None = None) -> int:
+    """Command line of a part: print its table, or with --rows its rows as JSON lines."""
+    module = sys.modules.get(rows_fn.__module__)
+    name = getattr(getattr(module, "__spec__", None), "name", None) or rows_fn.__module__  # not "__main__"
+    parser = argparse.ArgumentParser(description=f"{name} benchmark")
+    add_rows_option(parser)
+    args = parser.parse_args(argv)
+    emit(rows_fn(), args.rows)
     return 0
 
 

@@ -17,20 +17,18 @@ Run alone: `python -m bench.hardware_augment`.
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
 
 import numpy as np
 
+from an2dl_kit.task import CELLS, MARS
 from bench.common import Row, fmt, main, one_core, progress, rate, target_note
 
 PART = "augment"
 CELLS_TARGET = 2000.0
 MARS_TARGET = 3000.0
-BATCH = 64
 POOL = 256  # distinct images the batches cycle through
 NAIVE_IMAGES = 24
 OP_SAMPLES = 48  # images each leaf op is timed on
-MIN_SECONDS = 1.0
 
 
 # --- inputs ---------------------------------------------------------------------------------------------
@@ -46,10 +44,10 @@ def cells_pool() -> tuple[np.ndarray, np.ndarray]:
 def mars_pool() -> tuple[np.ndarray, np.ndarray]:
     """Network inputs (N, 64, 128, 1) in [0, 1] and masks, as tasks/mars.py feeds its Batches."""
     from an2dl_kit.data.synth import synth_mars
-    from an2dl_kit.tasks.mars import to_inputs
+    from an2dl_kit.tasks.mars import HOOKS
 
     data, _ = synth_mars(POOL, 1, seed=0)
-    return to_inputs(data.images), data.masks
+    return HOOKS.to_inputs(data.images), data.masks
 
 
 # --- timing -----------------------------------------------------------------------------------------------
@@ -65,7 +63,7 @@ def batches_rate(batches) -> float:
         out = batches[index]
         return len(out[0])
 
-    return rate(one_batch, MIN_SECONDS)
+    return rate(one_batch)
 
 
 def naive_rate(images: np.ndarray, with_mask: bool = False) -> float:
@@ -86,7 +84,7 @@ def naive_rate(images: np.ndarray, with_mask: bool = False) -> float:
             augment(image[None], training=True)
         return len(samples)
 
-    return rate(loop, MIN_SECONDS)
+    return rate(loop)
 
 
 # --- which op dominates -----------------------------------------------------------------------------------
@@ -155,10 +153,11 @@ def cells_rows() -> list[Row]:
     from an2dl_kit.augment.cells import CellsAugment
     from an2dl_kit.pipeline import Batches
     from an2dl_kit.registries import CELLS_AUGMENTATIONS
-    from an2dl_kit.tasks.cells import PROFILES
+    from an2dl_kit.tasks import resolve_config
 
     images, labels = cells_pool()
-    kaggle = PROFILES["kaggle"]
+    kaggle = resolve_config(CELLS.name, "kaggle")
+    augment = kaggle.augmentation
     progress("augment: cells naive loop")
     naive = naive_rate(images)
     out = [Row(PART, "cells naive loop (Keras layers, per sample)", fmt(naive), "img/s/core",
@@ -167,13 +166,13 @@ def cells_rows() -> list[Row]:
         ("cells 1-op (randaugment1)", "randaugment1", 0.0, 0.0),
         ("cells 2-op (randaugment2)", "randaugment2", 0.0, 0.0),
         ("cells robustness (robust)", "robust", 0.0, 0.0),
-        (f"cells kaggle transform ({kaggle.augment} + CutMix/MixUp)", kaggle.augment, kaggle.cutmix_p,
-         kaggle.mixup_p),
+        (f"cells kaggle transform ({augment.augment} + CutMix/MixUp)", augment.augment, augment.cutmix_p,
+         augment.mixup_p),
     ]
     for item, pipeline, cutmix_p, mixup_p in cases:
         progress(f"augment: {item}")
         transform = CellsAugment(pipeline, cutmix_p=cutmix_p, mixup_p=mixup_p)
-        value = batches_rate(Batches(images, labels, batch_size=kaggle.batch_size, transform=transform,
+        value = batches_rate(Batches(images, labels, batch_size=kaggle.training.batch_size, transform=transform,
                                      seed=0, workers=1))
         note = f"{value / naive:.0f}x naive; {target_note(value, CELLS_TARGET)}"
         if value < CELLS_TARGET:  # the per-image pipeline; CutMix/MixUp act once per batch
@@ -184,22 +183,23 @@ def cells_rows() -> list[Row]:
 
 def mars_rows() -> list[Row]:
     from an2dl_kit.registries import MARS_AUGMENTATIONS
-    from an2dl_kit.tasks import mars
+    from an2dl_kit.tasks import mars, resolve_config
 
     images, masks = mars_pool()
-    kaggle = mars.PROFILES["kaggle"]
+    kaggle = resolve_config(MARS.name, "kaggle", {"workers": 1})  # the training Batches, built on one thread
+    augment = kaggle.augmentation
     progress("augment: mars naive loop")
     naive = naive_rate(images[..., 0] * 255.0, with_mask=True)
     out = [Row(PART, "mars naive loop (Keras layers, per sample)", fmt(naive), "tiles/s/core",
                "image+mask stacked as two channels, eager, one tile per call")]
     progress("augment: mars train pipeline")
-    # The task's own training Batches (big-rock oversampling, online augmentation), built on one thread.
-    batches = mars.training_batches(images, masks, replace(kaggle, workers=1), kaggle.batch_size)
+    # The task's own training Batches (big-rock oversampling, online augmentation).
+    batches = mars.training_batches(images, masks, kaggle, kaggle.training.batch_size)
     value = batches_rate(batches)
     note = f"{value / naive:.0f}x naive; {target_note(value, MARS_TARGET)}"
     if value < MARS_TARGET:
-        note += "; " + dominant_op(MARS_AUGMENTATIONS.load(kaggle.augment), images, masks)
-    out.append(Row(PART, f"mars train pipeline ({kaggle.augment}, {kaggle.augment_mode})", fmt(value),
+        note += "; " + dominant_op(MARS_AUGMENTATIONS.load(augment.augment), images, masks)
+    out.append(Row(PART, f"mars train pipeline ({augment.augment}, {augment.augment_mode})", fmt(value),
                    "tiles/s/core", note))
     return out
 

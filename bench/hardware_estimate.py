@@ -28,10 +28,11 @@ Run alone: `python -m bench.hardware_estimate`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
+from an2dl_kit.task import CELLS, MARS
 from bench.common import Row, fmt, main, one_core, progress, target_note
 
 PART = "estimate"
@@ -83,6 +84,12 @@ def tta_seconds(forward_passes: float, flops: float, handled: float, handling_ra
     return forward_passes * flops / (GPUS * T4_PEAK * INFER_FRACTION) + handled / handling_rate
 
 
+def tta_passes(images: int, views: tuple[str, ...]) -> int:
+    """Forward passes of `tasks.runner.evaluate` over `images`: every view, plus a plain (identity) pass
+    when the views lack one."""
+    return images * (len(views) + ("identity" not in views))
+
+
 def trainable_count(model) -> int:
     return int(sum(np.prod(w.shape) for w in model.trainable_weights))
 
@@ -118,86 +125,80 @@ def cells_rows() -> list[Row]:
     from an2dl_kit.augment.cells import CellsAugment
     from an2dl_kit.models.cells import build_classifier, freeze_backbone, unfreeze_except_batchnorm
     from an2dl_kit.pipeline import Batches
-    from an2dl_kit.tasks.cells import PROFILES
+    from an2dl_kit.tasks import resolve_config
+    from an2dl_kit.tta import resolve_views
     from bench.hardware_augment import batches_rate, cells_pool
-    from bench.hardware_size import CELLS_SIDE, forward_flops
+    from bench.hardware_size import forward_flops
     from bench.hardware_tta import view_handling_rate
 
-    profile = PROFILES["kaggle"]
-    progress(f"estimate: cells {profile.backbone} FLOPs")
-    model, _ = build_classifier(profile.backbone, "none", image_size=profile.image_size,
-                                head_units=profile.head_units)
-    flops = forward_flops(model, (CELLS_SIDE, CELLS_SIDE, 3))
+    config = resolve_config(CELLS.name, "kaggle")
+    m, t, a = config.model, config.training, config.augmentation
+    progress(f"estimate: cells {m.backbone} FLOPs")
+    model, _ = build_classifier(m.backbone, "none", image_size=m.image_size, head_units=m.head_units)
+    flops = forward_flops(model, CELLS.image_shape)
     freeze_backbone(model)
     head_params = trainable_count(model)
     unfreeze_except_batchnorm(model)
     all_params = trainable_count(model)
     progress("estimate: cells augmentation rate of the kaggle transform")
     images, labels = cells_pool()
-    transform = CellsAugment(profile.augment, cutmix_p=profile.cutmix_p, mixup_p=profile.mixup_p)
-    aug_rate = batches_rate(Batches(images, labels, batch_size=profile.batch_size, transform=transform,
-                                    seed=0, workers=1))
+    transform = CellsAugment(a.augment, cutmix_p=a.cutmix_p, mixup_p=a.mixup_p)
+    aug_rate = batches_rate(Batches(images, labels, batch_size=t.batch_size, transform=transform, seed=0,
+                                    workers=1))
     progress("estimate: cells TTA view handling")
-    handling = view_handling_rate("cells")
+    handling = view_handling_rate(CELLS.name)
 
-    n_val = round(CELLS_IMAGES * profile.val_fraction)
-    per_epoch = (CELLS_IMAGES - n_val) * profile.repeats
-    common = dict(images=per_epoch, val_images=n_val, val_flops=flops, global_batch=GPUS * profile.batch_size,
+    n_val = round(CELLS_IMAGES * config.data.val_fraction)
+    per_epoch = (CELLS_IMAGES - n_val) * a.repeats
+    common = dict(images=per_epoch, val_images=n_val, val_flops=flops, global_batch=GPUS * t.batch_size,
                   aug_rate=aug_rate)
-    phases = [Phase(f"head ({profile.backbone} frozen)", profile.epochs, train_flops=flops, trainable=head_params,
-                    **common)]
-    if profile.finetune_epochs:
-        phases.append(Phase("fine-tune", profile.finetune_epochs, train_flops=3 * flops, trainable=all_params,
-                            **common))
-    rows, train_s, pessimistic_s = phase_rows("cells", phases)
-    views = len(resolve(profile.tta))
-    # validation: one plain pass and the TTA views (the test set is hidden on Codabench)
-    tta_s = tta_seconds(n_val * (1 + views), flops, n_val, handling)
-    rows.append(Row(PART, f"cells kaggle: TTA ({views} views) on T4 x2", fmt(tta_s), "s",
-                    f"{n_val:,} validation images, plain + {views} views; view handling {fmt(handling)} img/s"))
-    rows.append(total_row("cells", train_s, pessimistic_s, tta_s, profile.budget_s))
+    phases = [Phase(f"head ({m.backbone} frozen)", t.epochs, train_flops=flops, trainable=head_params, **common)]
+    if t.finetune_epochs:
+        phases.append(Phase("fine-tune", t.finetune_epochs, train_flops=3 * flops, trainable=all_params, **common))
+    rows, train_s, pessimistic_s = phase_rows(CELLS.name, phases)
+    views = resolve_views(config.inference.tta)
+    # validation only, every view (the test set is hidden on Codabench)
+    tta_s = tta_seconds(tta_passes(n_val, views), flops, n_val, handling)
+    rows.append(Row(PART, f"cells kaggle: TTA ({len(views)} views) on T4 x2", fmt(tta_s), "s",
+                    f"{n_val:,} validation images x {len(views)} views (plain = identity view); "
+                    f"view handling {fmt(handling)} img/s"))
+    rows.append(total_row(CELLS.name, train_s, pessimistic_s, tta_s, config.run.budget_s))
     return rows
-
-
-def resolve(views: str) -> tuple[str, ...]:
-    from an2dl_kit.tta import resolve_views
-
-    return resolve_views(views)
 
 
 def mars_rows() -> list[Row]:
     from an2dl_kit.models.mars import build_model
-    from an2dl_kit.tasks import mars
+    from an2dl_kit.tasks import mars, resolve_config
+    from an2dl_kit.tta import resolve_views
     from bench.hardware_augment import batches_rate, mars_pool
     from bench.hardware_size import MARS_SHAPE, forward_flops
     from bench.hardware_tta import view_handling_rate
 
-    profile = mars.PROFILES["kaggle"]
+    config = resolve_config(MARS.name, "kaggle", {"workers": 1})  # its training Batches built on one thread
+    m, t = config.model, config.training
     progress("estimate: mars U-Net FLOPs")
-    model = build_model(profile.architecture, width=profile.width, dropout=profile.dropout)
+    model = build_model(m.architecture, width=m.width, dropout=m.dropout)
     flops = forward_flops(model, MARS_SHAPE)
     params = trainable_count(model)
     progress("estimate: mars augmentation rate of the kaggle pipeline")
     images, masks = mars_pool()
-    aug_rate = batches_rate(mars.training_batches(images, masks, replace(profile, workers=1), profile.batch_size))
+    aug_rate = batches_rate(mars.training_batches(images, masks, config, t.batch_size))
     progress("estimate: mars TTA view handling")
-    handling = view_handling_rate("mars")
+    handling = view_handling_rate(MARS.name)
 
-    n_val = round(MARS_TILES * profile.val_fraction)
+    n_val = round(MARS_TILES * config.data.val_fraction)
     train_tiles = MARS_TILES - n_val
     rock_tiles = round(MARS_BIG_ROCK_TILES * train_tiles / MARS_TILES)
-    per_epoch = (train_tiles + rock_tiles * (profile.oversample_big_rock - 1)) * profile.repeats
-    phase = Phase("train", profile.epochs, per_epoch, 3 * flops, n_val, flops, params,
-                  GPUS * profile.batch_size, aug_rate)
-    rows, train_s, pessimistic_s = phase_rows("mars", [phase])
-    views = len(resolve(profile.tta))
-    # validation twice (with and without the majority filter), then the test set, every view each time
-    passes = (2 * n_val + MARS_TEST) * views
-    tta_s = tta_seconds(passes, flops, 2 * n_val + MARS_TEST, handling)
-    rows.append(Row(PART, f"mars kaggle: TTA ({views} views) on T4 x2", fmt(tta_s), "s",
-                    f"{MARS_TEST:,} test + 2 x {n_val} validation tiles x {views} views; "
+    per_epoch = (train_tiles + rock_tiles * (config.data.oversample_big_rock - 1)) * config.augmentation.repeats
+    phase = Phase("train", t.epochs, per_epoch, 3 * flops, n_val, flops, params, GPUS * t.batch_size, aug_rate)
+    rows, train_s, pessimistic_s = phase_rows(MARS.name, [phase])
+    views = resolve_views(config.inference.tta)
+    # validation once (the majority filter is chosen on its probabilities), then the test set, every view
+    tta_s = tta_seconds(tta_passes(n_val + MARS_TEST, views), flops, n_val + MARS_TEST, handling)
+    rows.append(Row(PART, f"mars kaggle: TTA ({len(views)} views) on T4 x2", fmt(tta_s), "s",
+                    f"{MARS_TEST:,} test + {n_val} validation tiles x {len(views)} views; "
                     f"view handling {fmt(handling)} tiles/s"))
-    rows.append(total_row("mars", train_s, pessimistic_s, tta_s, profile.budget_s))
+    rows.append(total_row(MARS.name, train_s, pessimistic_s, tta_s, config.run.budget_s))
     return rows
 
 

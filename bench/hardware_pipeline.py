@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import time
 
-import keras
 import numpy as np
 
+from an2dl_kit.task import CELLS, MARS
 from bench.common import Row, fmt, main, progress, target_note
 
 PART = "pipeline"
@@ -30,8 +30,6 @@ TARGET = 0.9
 STEPS = 6  # batches per epoch (cells)
 MARS_STEPS = 4  # the U-Net is ~10x slower per image on a CPU
 SEED = 0
-
-
 ROUNDS = 3
 
 
@@ -81,35 +79,38 @@ def cells_row() -> Row:
     from an2dl_kit.data.synth import synth_cells
     from an2dl_kit.models.cells import build_classifier
     from an2dl_kit.pipeline import Batches
-    from an2dl_kit.tasks.cells import PROFILES, class_weight_vector, compile_classifier
+    from an2dl_kit.runtime import setup_runtime
+    from an2dl_kit.tasks import resolve_config
+    from an2dl_kit.tasks.cells import class_weight_vector, compile_classifier
 
-    profile = PROFILES["local"]
-    data = synth_cells(STEPS * profile.batch_size, seed=SEED)
-    transform = CellsAugment(profile.augment, class_weights=class_weight_vector(data.labels),
-                             cutmix_p=profile.cutmix_p, mixup_p=profile.mixup_p)
-    batches = Batches(data.images, data.labels, batch_size=profile.batch_size, transform=transform, seed=SEED,
-                      workers=profile.workers, repeats=profile.repeats)
+    config = resolve_config(CELLS.name, "local")
+    m, t, a, workers = config.model, config.training, config.augmentation, config.run.workers
+    data = synth_cells(STEPS * t.batch_size, seed=SEED)
+    transform = CellsAugment(a.augment, class_weights=class_weight_vector(data.labels), cutmix_p=a.cutmix_p,
+                             mixup_p=a.mixup_p)
+    batches = Batches(data.images, data.labels, batch_size=t.batch_size, transform=transform, seed=SEED,
+                      workers=workers, repeats=a.repeats)
 
-    keras.utils.set_random_seed(SEED)
-    model, _ = build_classifier(profile.backbone, profile.weights, image_size=profile.image_size,
-                                head_units=profile.head_units)
-    compile_classifier(model, learning_rate=profile.learning_rate, steps_per_epoch=STEPS, profile=profile)
-    note = f"{profile.backbone}, batch {profile.batch_size}, {profile.augment}, {profile.workers} workers"
-    return overhead_row("cells", model, batches, note)
+    runtime = setup_runtime(SEED)
+    model, _ = build_classifier(m.backbone, m.weights, image_size=m.image_size, head_units=m.head_units)
+    compile_classifier(model, config, runtime)
+    note = f"{m.backbone}, batch {t.batch_size}, {a.augment}, {workers} workers"
+    return overhead_row(CELLS.name, model, batches, note)
 
 
 def mars_row() -> Row:
     from an2dl_kit.data.synth import synth_mars
     from an2dl_kit.runtime import setup_runtime
-    from an2dl_kit.tasks import mars
+    from an2dl_kit.tasks import mars, resolve_config
 
-    profile = mars.PROFILES["local"]
-    data, _ = synth_mars(MARS_STEPS * profile.batch_size, 1, seed=SEED)
-    batches = mars.training_batches(mars.to_inputs(data.images), data.masks, profile, profile.batch_size)
-    model = mars.build_and_compile(profile, setup_runtime(SEED))[0]
-    note = (f"U-Net width {profile.width:g}, batch {profile.batch_size}, {profile.augment} {profile.augment_mode}, "
-            f"{profile.workers} workers")
-    return overhead_row("mars", model, batches, note)
+    config = resolve_config(MARS.name, "local")
+    t, a = config.training, config.augmentation
+    data, _ = synth_mars(MARS_STEPS * t.batch_size, 1, seed=SEED)
+    batches = mars.training_batches(mars.HOOKS.to_inputs(data.images), data.masks, config, t.batch_size)
+    model = mars.build_and_compile(config, setup_runtime(SEED))[0]
+    note = (f"U-Net width {config.model.width:g}, batch {t.batch_size}, {a.augment} {a.augment_mode}, "
+            f"{config.run.workers} workers")
+    return overhead_row(MARS.name, model, batches, note)
 
 
 def rows() -> list[Row]:

@@ -1,4 +1,7 @@
-"""Parameters and forward FLOPs per image of every cells backbone and of the Mars U-Net.
+"""Parameters and forward FLOPs per image of every cells backbone and of the Mars U-Nets.
+
+Mars rows: the enhanced U-Net at the width of each profile (`kaggle`, `local`) and the plain 3-level U-Net
+baseline (width 1.0) that `bench.mars_quality` trains beside it.
 
 FLOPs are an analytic count over the traced graph: the model's forward pass is traced to a TensorFlow
 graph for one image, and every convolution, transposed convolution, depthwise convolution and matrix
@@ -16,15 +19,13 @@ from __future__ import annotations
 
 import math
 
+from an2dl_kit.task import CELLS, MARS
 from bench.common import Row, fmt, main, progress
 
 PART = "size"
-CELLS_SIDE = 96
-MARS_SHAPE = (64, 128, 1)
+MARS_SHAPE = (*MARS.image_shape, 1)  # the grey tile with its channel axis, as the U-Net takes it
 # The cells backbones of the reference solution's table, plus the kit's CPU network.
 CELLS_BACKBONES = ("mobilenet", "inception_v3", "efficientnet", "convnext_base", "convnext_large", "small_cnn")
-# Ops whose cost is counted, with the function that returns their multiply-accumulates.
-_COSTED_OPS = ("Conv2D", "DepthwiseConv2dNative", "Conv2DBackpropInput", "MatMul", "BatchMatMulV2")
 
 
 def _elements(shape) -> int:
@@ -32,7 +33,8 @@ def _elements(shape) -> int:
 
 
 def op_macs(op) -> int:
-    """Multiply-accumulates of one graph op from its static shapes (0 for uncosted ops)."""
+    """Multiply-accumulates of one graph op from its static shapes: Conv2D, DepthwiseConv2dNative,
+    Conv2DBackpropInput, MatMul and BatchMatMulV2 are costed, every other op is 0."""
     kind = op.type
     if kind == "Conv2D":  # filter (kh, kw, in/groups, out): grouped convolutions included
         kh, kw, in_per_group, _ = op.inputs[1].shape
@@ -73,10 +75,10 @@ def forward_flops(model, input_shape) -> int:
     return 2 * _graph_macs(graph, set())
 
 
-def cells_model(backbone: str, side: int = CELLS_SIDE):
+def cells_model(backbone: str):
     from an2dl_kit.models.cells import build_classifier
 
-    model, _ = build_classifier(backbone, weights="none", input_shape=(side, side, 3))
+    model, _ = build_classifier(backbone, weights="none", input_shape=CELLS.image_shape)
     return model
 
 
@@ -86,30 +88,36 @@ def mars_model(width: float, architecture: str = "enhanced"):
     return build_model(architecture, width=width)
 
 
-def mars_widths() -> dict[str, float]:
-    """The U-Net widths of the Mars profiles: full (kaggle) and local."""
-    from an2dl_kit.tasks.mars import PROFILES
+def mars_variants() -> list[tuple[str, str, float]]:
+    """(row label, architecture, width): the enhanced U-Net of each Mars profile, then the plain baseline."""
+    from an2dl_kit.tasks import resolve_config
 
-    return {name: PROFILES[name].width for name in ("kaggle", "local")}
+    out = []
+    for profile in ("kaggle", "local"):
+        width = resolve_config(MARS.name, profile).model.width
+        out.append((f"mars U-Net width {width:g} ({profile} profile)", "enhanced", width))
+    return out + [("mars plain 3-level U-Net width 1 (baseline)", "plain", 1.0)]
 
 
 def rows() -> list[Row]:
     import keras
 
+    side = "x".join(str(d) for d in CELLS.image_shape[:2])
     out = []
     for backbone in CELLS_BACKBONES:
         progress(f"size: cells {backbone}")
         model = cells_model(backbone)
-        flops = forward_flops(model, (CELLS_SIDE, CELLS_SIDE, 3))
-        out.append(Row(PART, f"cells {backbone} (96x96)", fmt(flops / 1e9), "GFLOP/image",
+        flops = forward_flops(model, CELLS.image_shape)
+        out.append(Row(PART, f"cells {backbone} ({side})", fmt(flops / 1e9), "GFLOP/image",
                        f"{fmt(model.count_params() / 1e6)} M params; weights none, with the kit's head"))
         keras.backend.clear_session()
-    for profile, width in mars_widths().items():
-        progress(f"size: mars U-Net width {width}")
-        model = mars_model(width)
+    tile = "x".join(str(d) for d in MARS_SHAPE)
+    for label, architecture, width in mars_variants():
+        progress(f"size: {label}")
+        model = mars_model(width, architecture)
         flops = forward_flops(model, MARS_SHAPE)
-        out.append(Row(PART, f"mars U-Net width {width:g} ({profile} profile)", fmt(flops / 1e9), "GFLOP/tile",
-                       f"{fmt(model.count_params() / 1e6)} M params; 64x128x1 tile"))
+        out.append(Row(PART, label, fmt(flops / 1e9), "GFLOP/tile",
+                       f"{fmt(model.count_params() / 1e6)} M params; {tile} tile"))
         keras.backend.clear_session()
     return out
 

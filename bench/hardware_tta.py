@@ -16,13 +16,14 @@ import time
 
 import numpy as np
 
+from an2dl_kit.task import CELLS, MARS
 from bench.common import Row, fmt, main, progress, rate
 
 PART = "tta"
-IMAGES = {"cells": 64, "mars": 32}
+IMAGES = {CELLS.name: 64, MARS.name: 32}
 NULL_IMAGES = 256
 REPEATS = 2
-OUTPUT = {"cells": (8,), "mars": (64, 128, 5)}
+OUTPUT = {CELLS.name: (CELLS.num_classes,), MARS.name: (*MARS.image_shape, MARS.num_classes)}
 
 
 class InstantModel:
@@ -39,62 +40,70 @@ def task_inputs(task: str, n: int) -> np.ndarray:
     """Inputs as the task feeds them to its model."""
     from an2dl_kit.data.synth import synth_cells, synth_mars
 
-    if task == "cells":
+    if task == CELLS.name:
         return synth_cells(n, seed=0).images.astype(np.float32)
-    from an2dl_kit.tasks.mars import to_inputs
+    from an2dl_kit.tasks.mars import HOOKS
 
     data, _ = synth_mars(n, 1, seed=0)
-    return to_inputs(data.images)
+    return HOOKS.to_inputs(data.images)
 
 
-def kaggle_profile(task: str):
-    from importlib import import_module
+def kaggle_config(task: str):
+    from an2dl_kit.tasks import resolve_config
 
-    return import_module(f"an2dl_kit.tasks.{task}").PROFILES["kaggle"]
+    return resolve_config(task, "kaggle")
 
 
 def tta_predictor(task: str, views: str):
-    """`(model, x) -> predictions` as the task predicts for its submission: cells `predict_tta` with mean
-    probabilities; Mars `predict_labels` (views undone on the maps, mean, arg-max over classes 1-4, and
-    the profile's majority filter), which also yields the plain prediction in the same pass."""
+    """`(model, x) -> predictions` as the runner predicts for the submission: cells `predict_tta` with mean
+    probabilities; Mars as `runner.evaluate` predicts the test set: the views undone on the maps and averaged
+    (`runner.predict_views`, which also yields the plain prediction in the same pass), then both turned into
+    labels (arg-max over classes 1-4 and the `kaggle` profile's majority filter, `HOOKS.to_labels`)."""
     from an2dl_kit.tta import predict_tta, resolve_views
 
-    if task == "cells":
+    if task == CELLS.name:
         return lambda model, x: predict_tta(model, x, views=views)
-    from an2dl_kit.tasks import mars
+    from an2dl_kit.tasks.mars import HOOKS
+    from an2dl_kit.tasks.runner import predict_views
 
-    profile = mars.PROFILES["kaggle"]
-    return lambda model, x: mars.predict_labels(model, x, resolve_views(views), cleanup=profile.cleanup,
-                                                never_background=profile.never_background,
-                                                batch_size=profile.batch_size)[1]
+    config = kaggle_config(task)
+    postprocess = {"majority_filter": config.inference.cleanup}
+
+    def predict(model, x):
+        identity, mean = predict_views(model, x, resolve_views(views), dense=True,
+                                       batch_size=config.training.batch_size)
+        HOOKS.to_labels(identity, config, postprocess)  # the plain labels, scored beside the TTA ones
+        return HOOKS.to_labels(mean, config, postprocess)
+
+    return predict
 
 
 def view_handling_rate(task: str) -> float:
     """Images per CPU-second of TTA's own work for the kaggle view set (no model time)."""
     x = task_inputs(task, NULL_IMAGES)
     model = InstantModel(OUTPUT[task])
-    predict = tta_predictor(task, kaggle_profile(task).tta)
+    predict = tta_predictor(task, kaggle_config(task).inference.tta)
     return rate(lambda: len(predict(model, x)))
 
 
 def local_model(task: str):
     from an2dl_kit.models.cells import build_classifier
     from an2dl_kit.runtime import setup_runtime
-    from an2dl_kit.tasks import cells, mars
+    from an2dl_kit.tasks import mars, resolve_config
 
-    if task == "cells":
-        profile = cells.PROFILES["local"]
-        model, _ = build_classifier(profile.backbone, "none", image_size=profile.image_size,
-                                    head_units=profile.head_units)
+    config = resolve_config(task, "local")
+    if task == CELLS.name:
+        m = config.model
+        model, _ = build_classifier(m.backbone, "none", image_size=m.image_size, head_units=m.head_units)
         return model
-    return mars.build_and_compile(mars.PROFILES["local"], setup_runtime())[0]
+    return mars.build_and_compile(config, setup_runtime())[0]
 
 
 def end_to_end(task: str) -> tuple[float, float]:
     """(TTA images/s, plain images/s), wall clock, local model on this machine."""
     x = task_inputs(task, IMAGES[task])
     model = local_model(task)
-    tta, plain = tta_predictor(task, kaggle_profile(task).tta), tta_predictor(task, "identity")
+    tta, plain = tta_predictor(task, kaggle_config(task).inference.tta), tta_predictor(task, "identity")
     plain(model, x)  # trace once, at the timed batch shape
 
     def timed(predict) -> float:  # best of REPEATS: other jobs on a shared machine only ever slow it down
@@ -112,10 +121,10 @@ def rows() -> list[Row]:
     from an2dl_kit.tta import resolve_views
 
     out = []
-    for task in ("cells", "mars"):
-        views = kaggle_profile(task).tta
+    for task in (CELLS.name, MARS.name):
+        views = kaggle_config(task).inference.tta
         count = len(resolve_views(views))
-        unit = "img/s" if task == "cells" else "tiles/s"
+        unit = "img/s" if task == CELLS.name else "tiles/s"
         progress(f"tta: {task} end to end")
         tta_rate, plain_rate = end_to_end(task)
         out.append(Row(PART, f"{task} TTA '{views}' ({count} views), local model, this CPU", fmt(tta_rate), unit,

@@ -46,14 +46,15 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measure(task: str = "mars") -> dict[str, tuple[float, float]]:
-    """{step: (wall seconds, CPU seconds)} for one push-to-submission cycle."""
+def measure() -> dict[str, tuple[float, float]]:
+    """{step: (wall seconds, CPU seconds)} for one Mars push-to-submission cycle."""
     from an2dl_kit.submission import write_mars_csv
 
     with tempfile.TemporaryDirectory(prefix="an2dl-bench-") as tmp, _standin_class()(timeout_s=300) as standin:
         tmp = Path(tmp)
-        progress(f"writing a full-size {task} submission ({TEST_ROWS} rows) for the stand-in to serve")
-        masks = np.random.default_rng(0).integers(1, 5, size=(TEST_ROWS, 64, 128), dtype=np.uint8)
+        progress(f"writing a full-size {MARS.name} submission ({TEST_ROWS} rows) for the stand-in to serve")
+        masks = np.random.default_rng(0).integers(1, MARS.num_classes, size=(TEST_ROWS, *MARS.label_shape),
+                                                 dtype=np.uint8)
         csv = write_mars_csv(tmp / "submission.csv", masks)
         standin.statuses = ["COMPLETE"]
         standin.outputs = {"submission.csv": csv.read_bytes(), "metrics.json": b"{}\n"}
@@ -66,7 +67,7 @@ def measure(task: str = "mars") -> dict[str, tuple[float, float]]:
         times = {}
         for name, *extra in STEPS:
             wall, cpu = time.perf_counter(), _children_cpu()
-            result = subprocess.run([sys.executable, "-m", "an2dl_kit", name, "--task", task, *extra],
+            result = subprocess.run([sys.executable, "-m", "an2dl_kit", name, "--task", MARS.name, *extra],
                                     cwd=work, env=env, capture_output=True, text=True, timeout=300)
             times[name] = (time.perf_counter() - wall, _children_cpu() - cpu)
             if result.returncode != 0:
@@ -80,7 +81,7 @@ def rows() -> list[Row]:
     times = measure()
     total_wall = sum(wall for wall, _ in times.values())
     total_cpu = sum(cpu for _, cpu in times.values())
-    result = [Row(PART, f"an2dl {name} (mars, stand-in)", fmt(wall), "s wall",
+    result = [Row(PART, f"an2dl {name} ({MARS.name}, stand-in)", fmt(wall), "s wall",
                   f"{fmt(cpu)} s CPU") for name, (wall, cpu) in times.items()]
     result.append(Row(PART, "push -> validated, submitted CSV (kernel run excluded)", fmt(total_wall),
                       "s wall", f"{fmt(total_cpu)} s CPU; {target_note(total_wall, TARGET_S, False)}"))

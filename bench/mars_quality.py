@@ -26,24 +26,25 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.common import Row, fmt, progress, table, target_note  # noqa: E402
+from an2dl_kit.task import LABELS_FILE, MARS  # noqa: E402
+from bench.common import Row, add_rows_option, emit, fmt, progress, target_note  # noqa: E402
 
 PART = "mars_quality"
-DATA_CANDIDATES = (Path("/work/shared/data"), Path(__file__).resolve().parents[2] / "shared" / "data")
 DEFAULT_OUT = Path("build/bench/mars_quality")
 MIOU_TARGET, GAP_TARGET = 0.55, 0.05
 PLAIN_RECIPE = dict(architecture="plain", width=1.0, loss="cce", ignore_background=False,
                     never_background=False, adaptive_weights=False, oversample_big_rock=1, augment="none",
                     cleanup=0)
 KIT_RECIPE_ON_PLAIN = dict(architecture="plain", width=1.0)
-CLASSES = ("soil", "bedrock", "sand", "big rock")
+CLASSES = tuple(MARS.class_names[c] for c in MARS.scored_classes)
 
 
 def find_data() -> Path | None:
-    for root in DATA_CANDIDATES:
-        if (root / "mars" / "mars_for_students.npz").is_file() and (root / "mars" / "test_labels.npz").is_file():
-            return root
-    return None
+    """The shared data root (`discover.shared_data_root`) when it also holds the Mars test labels."""
+    from an2dl_kit.data.discover import shared_data_root
+
+    root = shared_data_root()
+    return root if root is not None and (root / MARS.name / LABELS_FILE).is_file() else None
 
 
 def variants(recipe_baseline: bool, baseline_width: float = 1.0) -> dict[str, dict]:
@@ -54,6 +55,7 @@ def variants(recipe_baseline: bool, baseline_width: float = 1.0) -> dict[str, di
 
 
 def result_rows(name: str, metrics: dict, budget: float) -> list[Row]:
+    """Test mIoU without and with TTA, and the training's time, epochs and machine load, of one run."""
     rows = []
     for key, label in (("test", "no TTA"), ("test_tta", "flip TTA")):
         scores = metrics[key]
@@ -62,41 +64,52 @@ def result_rows(name: str, metrics: dict, budget: float) -> list[Row]:
                         f"per class: {per_class}; pixel accuracy {scores['pixel_accuracy']:.3f}"))
     phase = metrics["phases"][0]
     seconds, machine = metrics["seconds"], metrics["machine"]
-    share = seconds["train_cpu"] / (seconds["train"] * machine["cpu_count"])
-    rows.append(Row(PART, f"{name}: training", fmt(seconds["train"]), "s",
-                    f"{phase['epochs_run']} epochs, budget {fmt(budget)} s, {fmt(metrics['params'])} parameters, "
-                    f"validation mIoU {metrics['validation_tta']['miou']:.4f} (TTA); CPU time "
-                    f"{fmt(seconds['train_cpu'])} s = {share:.0%} of {machine['cpu_count']} cores, load average "
-                    f"{machine['load_average_after_training']['15min']} (15 min)"))
+    share = seconds["training_cpu"] / (seconds["training"] * machine["cpu_count"])
+    rows.append(Row(PART, f"{name}: training", fmt(seconds["training"]), "s",
+                    f"{phase['epochs_run']} epochs, budget {fmt(budget)} s, {fmt(metrics['model']['params'])} "
+                    f"parameters, validation mIoU {metrics['validation_tta']['miou']:.4f} (TTA); CPU time "
+                    f"{fmt(seconds['training_cpu'])} s = {share:.0%} of {machine['cpu_count']} cores, load average "
+                    f"{machine['load_average']['15min']} (15 min)"))
     return rows
+
+
+def comparison_rows(results: dict[str, dict]) -> list[Row]:
+    """The submitted masks' mIoU of `enhanced` against its target, and its gap to the plain U-Net."""
+    best = max(results["enhanced"]["test"]["miou"], results["enhanced"]["test_tta"]["miou"])
+    submitted = results["enhanced"]["test_tta"]["miou"]
+    gap = submitted - max(results["plain"]["test"]["miou"], results["plain"]["test_tta"]["miou"])
+    return [Row(PART, "enhanced (local): test mIoU of the submitted masks", f"{submitted:.4f}", "mIoU",
+                target_note(submitted, MIOU_TARGET)),
+            Row(PART, "enhanced minus plain U-Net (its better of TTA / no TTA)", f"{gap:+.4f}", "mIoU",
+                target_note(gap, GAP_TARGET) + f"; best enhanced {best:.4f}")]
 
 
 def run_all(data: Path, out: Path, budget: float, recipe_baseline: bool, baseline_width: float) -> list[Row]:
-    from an2dl_kit.tasks.mars import run
+    from an2dl_kit.tasks import resolve_config, run
 
+    named = variants(recipe_baseline, baseline_width)
+    for overrides in named.values():  # every variant is checked before the first one trains
+        resolve_config(MARS.name, "local", {**overrides, "budget_s": budget})
     results, rows = {}, []
-    for name, overrides in variants(recipe_baseline, baseline_width).items():
+    for name, overrides in named.items():
         progress(f"training {name} for up to {budget:.0f} s")
-        results[name] = run(data, out / name.replace("+", "_"), "local", budget_s=budget, **overrides)
+        results[name] = run(MARS.name, data, out / name.replace("+", "_"), "local",
+                            overrides={**overrides, "budget_s": budget})
+        if results[name]["test"] is None:
+            raise SystemExit(f"mars_quality: {data / MARS.name / LABELS_FILE} does not match the test set")
         rows += result_rows(name, results[name], budget)
-    best = max(results["enhanced"]["test"]["miou"], results["enhanced"]["test_tta"]["miou"])
-    submitted = results["enhanced"]["test_tta"]["miou"]
-    rows.append(Row(PART, "enhanced (local): test mIoU of the submitted masks", f"{submitted:.4f}", "mIoU",
-                    target_note(submitted, MIOU_TARGET)))
-    gap = submitted - max(results["plain"]["test"]["miou"], results["plain"]["test_tta"]["miou"])
-    rows.append(Row(PART, "enhanced minus plain U-Net (its better of TTA / no TTA)", f"{gap:+.4f}", "mIoU",
-                    target_note(gap, GAP_TARGET) + f"; best enhanced {best:.4f}"))
-    return rows
+    return rows + comparison_rows(results)
 
 
 def rows(budget: float | None = None, out: Path = DEFAULT_OUT, recipe_baseline: bool = False,
          baseline_width: float = 1.0) -> list[Row]:
-    from an2dl_kit.tasks.mars import PROFILES
+    from an2dl_kit.tasks import resolve_config
 
     data = find_data()
     if data is None:
         return [Row(PART, "skipped", "-", "-", "real stand-in data (../shared/data/mars) not available")]
-    return run_all(data, Path(out), budget or PROFILES["local"].budget_s, recipe_baseline, baseline_width)
+    budget = budget or resolve_config(MARS.name, "local").run.budget_s
+    return run_all(data, Path(out), budget, recipe_baseline, baseline_width)
 
 
 def cli(argv: list[str] | None = None) -> int:
@@ -107,19 +120,9 @@ def cli(argv: list[str] | None = None) -> int:
                         help="also train the plain U-Net with the local profile's recipe")
     parser.add_argument("--baseline-width", type=float, default=1.0,
                         help="width multiplier of the plain U-Net (1.0: 32/64/128 filters)")
-    parser.add_argument("--rows", action="store_true", help="print rows as JSON lines (for python -m bench)")
+    add_rows_option(parser)
     args = parser.parse_args(argv)
-    result = rows(args.budget, args.out, args.recipe_baseline, args.baseline_width)
-    if args.rows:
-        import json
-        from dataclasses import asdict
-
-        from bench.common import ROW_PREFIX
-
-        for row in result:
-            print(ROW_PREFIX + json.dumps(asdict(row)), flush=True)
-    else:
-        print(table(result), end="")
+    emit(rows(args.budget, args.out, args.recipe_baseline, args.baseline_width), args.rows)
     return 0
 
 

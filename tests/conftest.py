@@ -6,10 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from an2dl_kit.data.discover import shared_data_root
 from an2dl_kit.data.synth import write_synthetic
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA_CANDIDATES = (Path("/work/shared/data"), REPO.parent / "shared" / "data")
 
 
 @pytest.fixture(scope="session")
@@ -23,9 +21,7 @@ def synthetic_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Root of the real stand-in files (cells/, mars/); the test is skipped where they are absent."""
-    for root in SHARED_DATA_CANDIDATES:
-        if (root / "cells" / "training_set.npz").is_file() and (
-            root / "mars" / "mars_for_students.npz"
-        ).is_file():
-            return root
-    pytest.skip("real stand-in data (../shared/data) not available")
+    root = shared_data_root()
+    if root is None:
+        pytest.skip("real stand-in data (../shared/data or $AN2DL_SHARED_DATA) not available")
+    return root

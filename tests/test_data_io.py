@@ -7,7 +7,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from an2dl_kit.data.discover import find_inputs, input_root
+from an2dl_kit.data import discover
+from an2dl_kit.data.discover import find_inputs, input_root, shared_data_root
 from an2dl_kit.data.io import (
     load_cells_test,
     load_cells_train,
@@ -250,6 +251,16 @@ def test_find_inputs_prefers_test_set_beside_training_set(tmp_path):
 def test_find_inputs_uses_env(monkeypatch, synthetic_dir):
     monkeypatch.setenv("AN2DL_INPUT", str(synthetic_dir))
     assert find_inputs().require("cells") == synthetic_dir / "cells" / "training_set.npz"
+
+
+def test_shared_data_root_from_env_or_none(monkeypatch, tmp_path):
+    monkeypatch.setattr(discover, "SHARED_DATA_CANDIDATES", ())  # this machine's own shared data stays out
+    monkeypatch.setenv("AN2DL_SHARED_DATA", str(tmp_path))
+    assert shared_data_root() is None  # an empty folder
+    for name in ("cells/training_set.npz", "mars/mars_for_students.npz"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    assert shared_data_root() == tmp_path
 
 
 def test_require_names_root_and_file(tmp_path):

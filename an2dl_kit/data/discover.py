@@ -4,6 +4,8 @@ Kaggle mounts inputs as `/kaggle/input/<slug>/<file>` or `/kaggle/input/competit
 depending on the image; the synthetic data and `../shared/data` use `<root>/cells/<file>` and
 `<root>/mars/<file>`. One recursive search for the file names finds them all. The root is `--data DIR`,
 else `$AN2DL_INPUT`, else `/kaggle/input`.
+
+`shared_data_root` finds the real stand-in files (`../shared/data`) for the tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from an2dl_kit.task import CELLS, MARS, TASKS
 
 ENV_VAR = "AN2DL_INPUT"
 KAGGLE_INPUT = Path("/kaggle/input")
+SHARED_DATA_ENV = "AN2DL_SHARED_DATA"
+# Where the real stand-in files are looked for after $AN2DL_SHARED_DATA: `<repo>/../shared/data` (the repo being
+# the checkout holding this package), then /work/shared/data.
+SHARED_DATA_CANDIDATES = (Path(__file__).resolve().parents[2].parent / "shared" / "data", Path("/work/shared/data"))
 # Deep enough for /kaggle/input/competitions/<slug>/<folder>/<file>; bounded so a root holding model
 # weights or a home folder is not walked for minutes.
 MAX_DEPTH = 6
@@ -112,3 +118,18 @@ def find_inputs(data: str | os.PathLike | None = None) -> Inputs:
         cells_test=_pick(by_name.get(CELLS.test_file, []), near=cells_train),
         mars=_pick(by_name.get(MARS.train_file, [])),
     )
+
+
+def shared_data_root() -> Path | None:
+    """The folder of the real stand-in files (`cells/`, `mars/`) used by the tests and benchmarks, or None.
+
+    Candidates, first match wins: `$AN2DL_SHARED_DATA`, then `shared/data` beside the repository that holds
+    this package (`<repo>/../shared/data`), then `/work/shared/data`. A candidate matches when it holds both
+    `cells/training_set.npz` and `mars/mars_for_students.npz`; a caller that needs more (test labels) checks
+    for those files itself. Never raises.
+    """
+    env = os.environ.get(SHARED_DATA_ENV)
+    for root in ([Path(env)] if env else []) + list(SHARED_DATA_CANDIDATES):
+        if (root / CELLS.name / CELLS.train_file).is_file() and (root / MARS.name / MARS.train_file).is_file():
+            return root
+    return None
