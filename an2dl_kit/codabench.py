@@ -97,7 +97,7 @@ def archive_names(count: int) -> list[str]:
 def model_source(members: Sequence[Member]) -> str:
     """The text of `model.py` for the members (weights normalised to sum to one)."""
     total = sum(member.weight for member in members)
-    entries = tuple((name, tta.resolve_views(member.views), member.weight / total)
+    entries = tuple((name, tta.resolve_views(member.views), float(member.weight / total))
                     for name, member in zip(archive_names(len(members)), members, strict=True))
     header = HEADER.format(shape=", ".join(map(str, CELLS.image_shape)), future=FUTURE_IMPORT)
     return (header + "".join(inlined_source(module) for module in INLINED)
