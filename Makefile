@@ -12,6 +12,8 @@ DATA    ?=
 OUT     ?=
 FILE    ?=
 MSG     ?=
+RUNS    ?=
+WEIGHTS ?= uniform
 # Kaggle configuration (README "Kaggle workflow"); KAGGLE_USERNAME defaults to kaggle.json's username.
 ACCELERATOR       ?= NvidiaTeslaT4
 MARS_COMPETITION  ?= an-2-dl-2024-2025-homework-2
@@ -22,7 +24,7 @@ INTERNET          ?= true
 export ACCELERATOR MARS_COMPETITION CELLS_COMPETITION CELLS_DATASETS MARS_DATASETS INTERNET
 
 .PHONY: help demo test lint bench synth bundle push-cells push-mars status wait \
-        output-cells output-mars submit run-cells-local run-mars-local clean
+        output-cells output-mars submit run-cells-local run-mars-local ensemble clean
 
 help:
 	@echo "make demo            synthetic data -> train both tasks -> leaderboard files (DATA=DIR for real files)"
@@ -35,6 +37,7 @@ help:
 	@echo "make output-cells | output-mars download the kernel outputs into submissions/<task>/v<N>/"
 	@echo "make submit TASK=mars [FILE=..] [MSG=..]  validate and submit"
 	@echo "make run-cells-local | run-mars-local     run the bundled kernel here (DATA=DIR OUT=DIR PROFILE=..)"
+	@echo "make ensemble TASK=mars RUNS=\"DIR DIR ..\" [OUT=..] [WEIGHTS=validation] [DATA=..]  average runs"
 	@echo "  Kaggle settings: KAGGLE_USERNAME ACCELERATOR=$(ACCELERATOR) MARS_COMPETITION=$(MARS_COMPETITION)"
 	@echo "                   CELLS_COMPETITION CELLS_DATASETS MARS_DATASETS INTERNET=$(INTERNET)"
 
@@ -91,6 +94,10 @@ run-cells-local: $(STAMP)
 run-mars-local: $(STAMP)
 	$(AN2DL) run-local --task mars --profile $(or $(filter-out kaggle,$(PROFILE)),local) \
 		$(if $(DATA),--data $(DATA)) $(if $(OUT),--out $(OUT))
+
+ensemble: $(STAMP)
+	$(AN2DL) ensemble --task $(TASK) $(RUNS) --out $(or $(OUT),build/ensemble/$(TASK)) --weights $(WEIGHTS) \
+		$(if $(DATA),--data $(DATA))
 
 clean:
 	rm -rf build data/demo .pytest_cache .ruff_cache

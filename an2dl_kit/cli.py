@@ -128,6 +128,19 @@ def _add_compare(sub) -> None:
     p.set_defaults(func=_handler("an2dl_kit.tasks.runner:compare_cli"))
 
 
+def _add_ensemble(sub) -> None:
+    p = sub.add_parser("ensemble", help="average the kept test probabilities of several runs into one submission")
+    p.add_argument("--task", choices=_task_choices(), required=True)
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR",
+                   help="run folders (--out folders or submissions/<task>/v<N>/) holding test_probs.npz")
+    p.add_argument("--out", type=Path, required=True, help="the ensemble's output folder")
+    p.add_argument("--weights", choices=("uniform", "validation"), default="uniform",
+                   help="equal weights, or proportional to each run's validation score (default: uniform)")
+    p.add_argument("--data", type=Path,
+                   help="folder holding the test set the runs predicted; its test_labels.npz scores the ensemble")
+    p.set_defaults(func=_handler("an2dl_kit.ensemble:cli"))
+
+
 def _add_kaggle(sub) -> None:
     p = sub.add_parser("bundle", help="write build/kernels/<task>/kernel.py and kernel-metadata.json")
     p.add_argument("--task", choices=_task_choices(), required=True)
@@ -173,8 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"an2dl-kit {__version__}")
     parser.add_argument("--verbose", action="store_true", help="also show TensorFlow's native start-up log")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_synth, _add_inspect, _add_check, _add_score, _add_train, _add_compare, _add_kaggle,
-                _add_demo):
+    for add in (_add_synth, _add_inspect, _add_check, _add_score, _add_train, _add_compare, _add_ensemble,
+                _add_kaggle, _add_demo):
         add(sub)
     return parser
 

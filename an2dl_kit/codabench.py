@@ -1,7 +1,9 @@
 """The Codabench submission of the course's first challenge: `submission.zip` = `model.py` + the model.
 
-The platform imports `model.py`, builds `Model()` (no arguments; it loads the saved model from its own
+The platform imports `model.py`, builds `Model()` (no arguments; it loads the saved models from its own
 folder) and calls `predict(X)` with X of shape (n, *CELLS.image_shape), 0-255, expecting (n,) integer labels.
+An ensemble (several members of one run, or `an2dl ensemble` over runs) is one zip: every member model with
+its own TTA views and weight, their weighted mean probabilities arg-maxed.
 
 `model.py` is self-contained (NumPy and Keras only, no import of this kit): it is written from the sources
 of `an2dl_kit.errors`, `an2dl_kit.registry` and `an2dl_kit.tta` (the TTA and the registry its views live
@@ -15,6 +17,7 @@ import inspect
 import tempfile
 import zipfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from an2dl_kit import errors, registry, tta
@@ -29,8 +32,9 @@ FUTURE_IMPORT = "from __future__ import annotations"
 
 HEADER = """\
 # Codabench submission written by an2dl-kit. Self-contained: NumPy and Keras 3 only.
-# Model() loads {model_file} from this folder; Model().predict(X) maps (n, {shape}) images, 0-255, to
-# (n,) integer labels with test-time augmentation over the views in TTA_VIEWS.
+# Model() loads the models named in MEMBERS from this folder; Model().predict(X) maps (n, {shape}) images,
+# 0-255, to (n,) integer labels: each member's probabilities averaged over its TTA views, then the members'
+# weighted mean.
 # The code below up to "Codabench entry point" is an2dl_kit/errors.py, registry.py and tta.py, copied
 # verbatim less their imports of each other.
 {future}
@@ -42,8 +46,8 @@ ENTRY_POINT = """
 
 import os  # noqa: E402
 
-TTA_VIEWS = {views}
-MODEL_FILE = {model_file!r}
+# (model file, TTA views, weight); the weights sum to one.
+MEMBERS = {members}
 
 
 class Model:
@@ -53,7 +57,8 @@ class Model:
         import keras
 
         folder = os.path.dirname(os.path.abspath(__file__))
-        self.model = keras.saving.load_model(os.path.join(folder, MODEL_FILE), compile=False)
+        self.members = [(keras.saving.load_model(os.path.join(folder, name), compile=False), views, weight)
+                        for name, views, weight in MEMBERS]
 
     def predict(self, X):
         images = np.asarray(X, dtype=np.float32)
@@ -62,7 +67,8 @@ class Model:
         # The model expects 0-255; images already scaled to [0, 1] are put back on that scale.
         if images.size and images.max() <= 1.0:
             images = images * 255.0
-        probabilities = predict_tta(self.model, images, views=TTA_VIEWS)
+        probabilities = sum(weight * predict_tta(model, images, views=views)
+                            for model, views, weight in self.members)
         return np.argmax(probabilities, axis=-1).astype(np.int64)
 """
 
@@ -74,24 +80,42 @@ def inlined_source(module) -> str:
     return "".join(line for line in lines if not line.startswith((FUTURE_IMPORT, "from an2dl_kit.")))
 
 
-def model_source(views: Sequence[str]) -> str:
-    """The text of `model.py` for the given TTA views."""
-    views = tta.resolve_views(views)
-    header = HEADER.format(model_file=MODEL_FILE, shape=", ".join(map(str, CELLS.image_shape)), future=FUTURE_IMPORT)
+@dataclass(frozen=True)
+class Member:
+    """One model of a submission: its saved file, the TTA views it was validated with, its weight."""
+
+    model: Path
+    views: tuple[str, ...]
+    weight: float = 1.0
+
+
+def archive_names(count: int) -> list[str]:
+    """The models' names inside the zip: `model.keras` alone, `model_<k>.keras` for several."""
+    return [MODEL_FILE] if count == 1 else [f"model_{k}.keras" for k in range(count)]
+
+
+def model_source(members: Sequence[Member]) -> str:
+    """The text of `model.py` for the members (weights normalised to sum to one)."""
+    total = sum(member.weight for member in members)
+    entries = tuple((name, tta.resolve_views(member.views), float(member.weight / total))
+                    for name, member in zip(archive_names(len(members)), members, strict=True))
+    header = HEADER.format(shape=", ".join(map(str, CELLS.image_shape)), future=FUTURE_IMPORT)
     return (header + "".join(inlined_source(module) for module in INLINED)
-            + ENTRY_POINT.format(views=repr(tuple(views)), model_file=MODEL_FILE))
+            + ENTRY_POINT.format(members=repr(entries)))
 
 
-def write_submission_zip(model_path: str | Path, zip_path: str | Path, views: Sequence[str]) -> Path:
-    """Write `zip_path` holding `model.py` and the model at `model_path`, saved without optimizer state
-    (a third of the size for Adam-family optimizers)."""
+def write_submission_zip(zip_path: str | Path, members: Sequence[Member]) -> Path:
+    """Write `zip_path` holding `model.py` and every member's model, saved without optimizer state (a third of
+    the size for Adam-family optimizers)."""
     import keras
 
-    model = keras.saving.load_model(model_path, compile=False)
-    with tempfile.TemporaryDirectory() as folder:
-        lean = Path(folder) / MODEL_FILE
-        model.save(lean)
-        with atomic_path(zip_path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr(MODEL_PY, model_source(views))
-            archive.write(lean, MODEL_FILE)
+    source = model_source(members)
+    with tempfile.TemporaryDirectory() as folder, atomic_path(zip_path) as tmp, \
+            zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(MODEL_PY, source)
+        for name, member in zip(archive_names(len(members)), members, strict=True):
+            lean = Path(folder) / name
+            keras.saving.load_model(member.model, compile=False).save(lean)
+            archive.write(lean, name)
+            lean.unlink()
     return Path(zip_path)

@@ -37,7 +37,7 @@ def saved_model(tmp_path_factory):
 
 
 def test_model_source_embeds_the_tta_module_and_its_registry_verbatim_less_kit_imports():
-    source = codabench.model_source(("identity", "flip_lr"))
+    source = codabench.model_source([codabench.Member("model.keras", ("identity", "flip_lr"))])
     for module in (errors, registry, tta):
         kit_imports = [line for line in inspect.getsource(module).splitlines(keepends=True)
                        if line.startswith(("from an2dl_kit.", "from __future__"))]
@@ -46,14 +46,15 @@ def test_model_source_embeds_the_tta_module_and_its_registry_verbatim_less_kit_i
             body = body.replace(line, "")
         assert body in source, module.__name__
     assert source.count("from __future__ import annotations") == 1
-    assert "TTA_VIEWS = ('identity', 'flip_lr')" in source
+    assert "MEMBERS = (('model.keras', ('identity', 'flip_lr'), 1.0),)" in source
     assert "an2dl_kit" not in source.replace("an2dl_kit/errors.py", "")
     compile(source, "model.py", "exec")
 
 
 def test_zip_holds_model_py_and_an_optimizer_free_model(saved_model, tmp_path):
     _, path = saved_model
-    zip_path = codabench.write_submission_zip(path, tmp_path / "submission.zip", tta.REFERENCE_VIEWS)
+    zip_path = codabench.write_submission_zip(tmp_path / "submission.zip",
+                                              [codabench.Member(path, tta.REFERENCE_VIEWS)])
     with zipfile.ZipFile(zip_path) as archive:
         assert sorted(archive.namelist()) == ["model.keras", "model.py"]
         size = archive.getinfo("model.keras").file_size
@@ -62,20 +63,41 @@ def test_zip_holds_model_py_and_an_optimizer_free_model(saved_model, tmp_path):
 
 def test_model_py_predicts_from_a_fresh_folder_without_the_kit(saved_model, tmp_path):
     model, path = saved_model
-    zip_path = codabench.write_submission_zip(path, tmp_path / "submission.zip", "dihedral")
-    folder = tmp_path / "fresh"
+    zip_path = codabench.write_submission_zip(tmp_path / "submission.zip", [codabench.Member(path, "dihedral")])
+    images = np.random.default_rng(0).integers(0, 256, (5, 96, 96, 3)).astype(np.uint8)
+    report = predict_in_fresh_folder(zip_path, images, tmp_path / "fresh")
+    assert report["shape"] == [5] and report["dtype"] == "int64"
+    assert not report["kit_imported"]
+    expected = tta.predict_tta(model, images, views="dihedral").argmax(axis=-1)
+    assert report["labels"] == expected.tolist()
+    assert report["scaled"] == expected.tolist()
+
+
+def predict_in_fresh_folder(zip_path, images: np.ndarray, folder) -> dict:
+    """Unzip into an empty folder and run PROBE there, in a Python that cannot import the kit."""
     with zipfile.ZipFile(zip_path) as archive:
         archive.extractall(folder)
-    images = np.random.default_rng(0).integers(0, 256, (5, 96, 96, 3)).astype(np.uint8)
     np.save(folder / "images.npy", images)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     done = subprocess.run([sys.executable, "-c", PROBE], cwd=folder, env=env, capture_output=True, text=True,
                           timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report["shape"] == [5] and report["dtype"] == "int64"
-    assert not report["kit_imported"]
-    expected = tta.predict_tta(model, images, views="dihedral").argmax(axis=-1)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_ensemble_model_py_averages_every_member_with_its_views(saved_model, tmp_path):
+    model, path = saved_model
+    other, _ = build_classifier("small_cnn", "none", image_size=32)
+    other_path = tmp_path / "other.keras"
+    other.save(other_path)
+    members = [codabench.Member(path, ("identity", "flip_lr"), 0.7), codabench.Member(other_path, "dihedral", 0.3)]
+    zip_path = codabench.write_submission_zip(tmp_path / "submission.zip", members)
+    with zipfile.ZipFile(zip_path) as archive:
+        assert sorted(archive.namelist()) == ["model.py", "model_0.keras", "model_1.keras"]
+    images = np.random.default_rng(1).integers(0, 256, (4, 96, 96, 3)).astype(np.uint8)
+    report = predict_in_fresh_folder(zip_path, images, tmp_path / "fresh")
+    assert report["shape"] == [4] and not report["kit_imported"]
+    expected = (0.7 * tta.predict_tta(model, images, views=("identity", "flip_lr"))
+                + 0.3 * tta.predict_tta(other, images, views="dihedral")).argmax(axis=-1)
     assert report["labels"] == expected.tolist()
-    assert report["scaled"] == expected.tolist()

@@ -10,7 +10,7 @@ import pytest
 from an2dl_kit.tasks import mars, run
 from an2dl_kit.tasks.runner import METRICS_KEYS
 
-OUTPUTS = {"submission.csv", "model.keras", "history.csv", "metrics.json", "learning_curves.png",
+OUTPUTS = {"submission.csv", "test_probs.npz", "model.keras", "history.csv", "metrics.json", "learning_curves.png",
            "class_iou.png", "predictions.png"}
 
 

@@ -149,15 +149,15 @@ class CellsHooks(TaskHooks):
     def write_outputs(self, out_dir: Path, config, data: RunData, results: Results) -> list[str]:
         from an2dl_kit import plots
         from an2dl_kit.augment.cells import preview
-        from an2dl_kit.codabench import write_submission_zip
+        from an2dl_kit.codabench import Member, write_submission_zip
         from an2dl_kit.submission import write_cells_csv
-        from an2dl_kit.training import MODEL_FILE
 
         files = []
         if results.test_labels is not None:
             write_cells_csv(out_dir / SUBMISSION_CSV, results.test_labels)
             files.append(SUBMISSION_CSV)
-        write_submission_zip(out_dir / MODEL_FILE, out_dir / SUBMISSION_ZIP, results.views)
+        members = [Member(out_dir / name, results.views) for name in results.model_files]
+        write_submission_zip(out_dir / SUBMISSION_ZIP, members)
         accuracy = results.validation_tta["accuracy"]
         plots.confusion_matrix(results.validation_tta["confusion_matrix"], out_dir / CONFUSION_PNG,
                                f"validation with TTA ({config.inference.tta}): accuracy {accuracy:.4f}")

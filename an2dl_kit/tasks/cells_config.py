@@ -70,6 +70,8 @@ class Training:
         label_smoothing: of the categorical cross-entropy.
         patience: early-stopping patience in epochs.
         seed: the run's seed (split, initialisation, augmentation).
+        members: models trained with seeds seed, seed+1, ... on the same split, each in its own folder
+            (`member_<k>/`) with an equal share of the time budget, and averaged (see README "Ensembles").
     """
 
     batch_size: int = bounded(1, 4096)
@@ -85,6 +87,7 @@ class Training:
     label_smoothing: float = bounded(0.0, 0.5)
     patience: int = bounded(1)
     seed: int = 42
+    members: int = bounded(1, 32, default=1)
 
 
 @dataclass(frozen=True, kw_only=True)

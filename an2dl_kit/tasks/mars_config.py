@@ -64,6 +64,8 @@ class Training:
         weight_decay: AdamW's decoupled weight decay.
         patience: early-stopping patience in epochs.
         seed: the run's seed (split, initialisation, augmentation).
+        members: models trained with seeds seed, seed+1, ... on the same split, each in its own folder
+            (`member_<k>/`) with an equal share of the time budget, and averaged (see README "Ensembles").
     """
 
     loss: str = checked(loss_terms)
@@ -81,6 +83,7 @@ class Training:
     weight_decay: float = bounded(0.0, default=1e-4)
     patience: int = bounded(1)
     seed: int = 42
+    members: int = bounded(1, 32, default=1)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,9 +13,10 @@ A third task: describe it in `an2dl_kit/task.py`, write `tasks/<name>_config.py`
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import numpy as np
 
 from an2dl_kit import config as cfg
 from an2dl_kit import runtime as rt
+from an2dl_kit.probabilities import PROBS_FILE, encoding_for, fingerprint
 from an2dl_kit.task import LABELS_FILE, TaskInfo
 from an2dl_kit.training import HISTORY_FILE, MODEL_FILE, Deadline, PhaseResult, Schedule, fit_phase
 
@@ -36,7 +38,7 @@ PREDICT_CHUNK = 1024
 METRICS_KEYS = (
     "schema", "task", "profile", "overrides", "config", "provenance", "runtime", "versions", "machine",
     "samples", "cleaning", "model", "phases", "validation", "validation_tta", "tta", "postprocess", "test",
-    "test_tta", "details", "seconds", "files",
+    "test_tta", "members", "details", "seconds", "files",
 )
 
 
@@ -62,6 +64,7 @@ class RunData:
     x_test: np.ndarray | None
     y_test: np.ndarray | None
     cleaning: dict
+    test_fingerprint: str | None = None
 
     def samples(self) -> dict:
         return {"train": len(self.x_train), "validation": len(self.x_val),
@@ -96,7 +99,8 @@ class TrainingPlan:
 @dataclass
 class Results:
     """Scores and labels after training. `validation_tta` scores the configured TTA views; `views` are the
-    ones the submission uses (`choose_views`), `postprocess` what the task chose on validation."""
+    ones the submission uses (`choose_views`), `postprocess` what the task chose on validation. With several
+    members, `members` holds each one's validation scores and `model_files` every member's model."""
 
     validation: dict
     validation_tta: dict
@@ -106,6 +110,8 @@ class Results:
     test: dict | None = None
     test_tta: dict | None = None
     postprocess: dict = field(default_factory=dict)
+    members: list[dict] = field(default_factory=list)
+    model_files: tuple[str, ...] = (MODEL_FILE,)
 
 
 class TaskHooks:
@@ -175,32 +181,36 @@ def run(task: str, data: Path | None, out_dir: Path, profile: str = "local", *,
     run_data = prepare_data(hooks, config, data)
     runtime = rt.setup_runtime(config.training.seed, config.run.precision)
     rt.log(f"{task}: {runtime.describe()}")
-    plan = hooks.plan(config, runtime, run_data)
-    rt.log(f"{task}: {plan.model.name}, {plan.model_info['params']:,} parameters")
-    phases = train(hooks, config, plan, runtime, out_dir)
+    trained = train_members(hooks, config, runtime, run_data, out_dir)
     train_seconds = (time.monotonic() - started, time.process_time() - cpu_started)
-    if not (out_dir / MODEL_FILE).exists():
-        plan.model.save(out_dir / MODEL_FILE)
 
     predict_started = time.monotonic()
-    results = evaluate(hooks, config, plan, run_data)
+    results = evaluate_and_keep(hooks, config, trained, run_data, out_dir)
     predict_seconds = time.monotonic() - predict_started
-    files = hooks.write_outputs(out_dir, config, run_data, results) + [MODEL_FILE]
-    if (out_dir / HISTORY_FILE).exists():
-        from an2dl_kit.plots import learning_curves
-
-        learning_curves(out_dir / HISTORY_FILE, out_dir / LEARNING_CURVES_PNG)
-        files += [HISTORY_FILE, LEARNING_CURVES_PNG]
+    files = hooks.write_outputs(out_dir, config, run_data, results) + list(trained.model_files)
+    files += [PROBS_FILE] if run_data.x_test is not None else []
+    for folder in trained.folders:
+        files += [str(Path(folder) / name) for name in curves(out_dir / folder)]
     metrics = metrics_record(
         hooks, config, profile=profile, overrides=overrides, provenance=provenance, runtime=runtime,
-        data=run_data, plan=plan, phases=phases, results=results, files=files + [METRICS_JSON],
+        data=run_data, plan=trained.plan, phases=trained.phases, results=results, files=files + [METRICS_JSON],
         seconds={"training": train_seconds[0], "training_cpu": train_seconds[1], "predict": predict_seconds,
-                 "total": time.monotonic() - started})
+                 "total": time.monotonic() - started}, members=trained.records)
     from an2dl_kit.files import write_json
 
     write_json(out_dir / METRICS_JSON, metrics)
     rt.log(f"{task}: done in {metrics['seconds']['total']:.0f} s")
     return metrics
+
+
+def curves(folder: Path) -> list[str]:
+    """The learning-curve plot of a folder's history.csv; the names written (none without a history)."""
+    if not (folder / HISTORY_FILE).exists():
+        return []
+    from an2dl_kit.plots import learning_curves
+
+    learning_curves(folder / HISTORY_FILE, folder / LEARNING_CURVES_PNG)
+    return [HISTORY_FILE, LEARNING_CURVES_PNG]
 
 
 def prepare_data(hooks: TaskHooks, config, data: Path | None) -> RunData:
@@ -216,7 +226,8 @@ def prepare_data(hooks: TaskHooks, config, data: Path | None) -> RunData:
     run_data = RunData(
         x_train=hooks.to_inputs(loaded.images[train_idx]), y_train=loaded.labels[train_idx],
         x_val=hooks.to_inputs(loaded.images[val_idx]), y_val=loaded.labels[val_idx], x_test=test,
-        y_test=known_test_labels(loaded.test_path, loaded.test, hooks.info.label_shape), cleaning=loaded.cleaning)
+        y_test=known_test_labels(loaded.test_path, loaded.test, hooks.info.label_shape), cleaning=loaded.cleaning,
+        test_fingerprint=None if loaded.test is None else fingerprint(loaded.test))
     counts = run_data.samples()
     rt.log(f"{hooks.info.name}: {counts['train']} training, {counts['validation']} validation, "
            f"{counts['test']} test images")
@@ -255,6 +266,73 @@ def train(hooks: TaskHooks, config, plan: TrainingPlan, runtime, out_dir: Path) 
     return results
 
 
+# --- members: several models trained with different seeds, averaged ----------------------------------------
+
+
+class MemberAverage:
+    """The members' mean prediction as one model: TTA views, test chunks and the probabilities file then
+    treat an in-run ensemble exactly as a single model. `members` are the trained models."""
+
+    def __init__(self, members: list):
+        self.members = members
+        self.name = f"average of {len(members)} {members[0].name}"
+
+    def predict(self, x, batch_size=None, verbose=0) -> np.ndarray:
+        total = 0.0
+        for model in self.members:
+            total = total + np.asarray(model.predict(x, batch_size=batch_size, verbose=verbose), np.float32)
+        return total / len(self.members)
+
+
+@dataclass
+class Trained:
+    """What training leaves: the first member's plan (its model the members' average when there are several),
+    every member's phases, the model files and folders relative to the run folder, and per-member records."""
+
+    plan: TrainingPlan
+    phases: list[PhaseResult]
+    model_files: tuple[str, ...]
+    folders: tuple[str, ...]
+    records: list[dict]
+
+
+def member_config(config, index: int, budget_s: float | None):
+    """Member `index` of several: seed + index, its share of the budget, and `members=1`, so its folder's
+    resume signature does not depend on how many members the run has."""
+    return cfg.derive(config, seed=config.training.seed + index, budget_s=budget_s, members=1)
+
+
+def train_members(hooks: TaskHooks, config, runtime, data: RunData, out_dir: Path) -> Trained:
+    """Train `training.members` models into `out_dir` (one) or `out_dir/member_<k>/` (several, each resumable
+    on its own), with the run's split and time budget: each member gets an equal share of the time left."""
+    count = config.training.members
+    deadline = Deadline(config.run.budget_s)
+    plans, phases, records, folders = [], [], [], []
+    for index in range(count):
+        folder = f"member_{index}" if count > 1 else ""
+        share = None if config.run.budget_s is None else round(max(deadline.remaining(), 1.0) / (count - index), 1)
+        settings = member_config(config, index, share) if count > 1 else config
+        if count > 1:
+            rt.set_seed(settings.training.seed)
+        plan = hooks.plan(settings, runtime, data)
+        rt.log(f"{hooks.info.name}: {plan.model.name}{f' ({folder})' if folder else ''}, "
+               f"{plan.model_info['params']:,} parameters")
+        started = time.monotonic()
+        member_phases = train(hooks, settings, plan, runtime, out_dir / folder)
+        if not (out_dir / folder / MODEL_FILE).exists():
+            plan.model.save(out_dir / folder / MODEL_FILE)
+        plans.append(plan)
+        phases += member_phases
+        folders.append(folder)
+        if count > 1:
+            records.append({"folder": folder, "seed": settings.training.seed, "budget_s": settings.run.budget_s,
+                            "seconds": round(time.monotonic() - started, 2),
+                            "phases": [phase.summary() for phase in member_phases], "details": plan.details()})
+        plan.train = plan.val = None  # the batches (augmented copies of the training set) are not needed again
+    plan = plans[0] if count == 1 else dataclasses.replace(plans[0], model=MemberAverage([p.model for p in plans]))
+    return Trained(plan, phases, tuple(str(Path(f) / MODEL_FILE) for f in folders), tuple(folders), records)
+
+
 # --- prediction ------------------------------------------------------------------------------------------
 
 
@@ -282,14 +360,31 @@ def choose_views(config, score: str, views: tuple[str, ...], plain: dict, merged
     return views
 
 
-def evaluate(hooks: TaskHooks, config, plan: TrainingPlan, data: RunData) -> Results:
+def validation_views(hooks: TaskHooks, config, plan: TrainingPlan, data: RunData,
+                     views: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """(identity, mean over `views`) validation probabilities, and with a `MemberAverage` each member's
+    validation scores without and with the views, taken from the same predictions (none are repeated)."""
+    members = getattr(plan.model, "members", None)
+    if members is None:
+        return (*predict_views(plan.model, data.x_val, views, hooks.dense, plan.batch_size), [])
+    identity, mean, records = 0.0, 0.0, []
+    for model in members:
+        plain, merged = predict_views(model, data.x_val, views, hooks.dense, plan.batch_size)
+        records.append({key: hooks.scores(data.y_val, hooks.to_labels(probs, config, {}))
+                        for key, probs in (("validation", plain), ("validation_tta", merged))})
+        identity, mean = identity + plain / len(members), mean + merged / len(members)
+    return identity, mean, records
+
+
+def evaluate(hooks: TaskHooks, config, plan: TrainingPlan, data: RunData, sink=None) -> Results:
     """Validation with and without TTA, the views and post-processing chosen on validation, then the test set
-    in chunks (never all of its probability maps in memory at once)."""
+    in chunks (never all of its probability maps in memory at once); `sink` (a `probabilities.Writer`)
+    receives the submitted probabilities of each test chunk."""
     from an2dl_kit.tta import resolve_views
 
     configured = resolve_views(config.inference.tta)
     rt.log(f"{hooks.info.name}: predicting with TTA views {', '.join(configured)}")
-    identity, mean = predict_views(plan.model, data.x_val, configured, hooks.dense, plan.batch_size)
+    identity, mean, members = validation_views(hooks, config, plan, data, configured)
     validation = hooks.scores(data.y_val, hooks.to_labels(identity, config, {}))
     validation_tta = hooks.scores(data.y_val, hooks.to_labels(mean, config, {}))
     views = choose_views(config, hooks.info.score, configured, validation, validation_tta)
@@ -297,13 +392,15 @@ def evaluate(hooks: TaskHooks, config, plan: TrainingPlan, data: RunData) -> Res
     chosen_scores = validation_tta if views == configured else validation
     postprocess = hooks.choose_postprocess(config, data.y_val, merged, chosen_scores)
     results = Results(validation, validation_tta, views, hooks.to_labels(merged, config, postprocess),
-                      postprocess=postprocess)
+                      postprocess=postprocess, members=members)
     if data.x_test is None:
         return results
     plain, submitted = [], []
     for start in range(0, len(data.x_test), PREDICT_CHUNK):
         identity, mean = predict_views(plan.model, data.x_test[start:start + PREDICT_CHUNK], views, hooks.dense,
                                        plan.batch_size)
+        if sink is not None:
+            sink.write(mean)
         plain.append(hooks.to_labels(identity, config, postprocess))
         submitted.append(hooks.to_labels(mean, config, postprocess))
     results.test_labels = np.concatenate(submitted)
@@ -313,13 +410,32 @@ def evaluate(hooks: TaskHooks, config, plan: TrainingPlan, data: RunData) -> Res
     return results
 
 
+def evaluate_and_keep(hooks: TaskHooks, config, trained: Trained, data: RunData, out_dir: Path) -> Results:
+    """`evaluate`, streaming the submitted test probabilities into `test_probs.npz` with what an ensemble
+    needs to weigh and check them: the validation score of the submitted predictions, views, model files."""
+    from an2dl_kit.probabilities import writer
+
+    if data.x_test is None:
+        return dataclasses.replace(evaluate(hooks, config, trained.plan, data), model_files=trained.model_files)
+    encoding = encoding_for(hooks.info, hooks.dense)
+    with writer(out_dir / PROBS_FILE, task=hooks.info.name, encoding=encoding, rows=len(data.x_test),
+                item_shape=hooks.info.label_shape, test_fingerprint=data.test_fingerprint) as sink:
+        results = dataclasses.replace(evaluate(hooks, config, trained.plan, data, sink=sink),
+                                      model_files=trained.model_files)
+        chosen = results.validation if results.views == ("identity",) else results.validation_tta
+        sink.meta.update(score=hooks.info.score, validation=chosen[hooks.info.score], views=list(results.views),
+                         models=list(results.model_files))
+    return results
+
+
 # --- records and summaries ---------------------------------------------------------------------------------
 
 
 def metrics_record(hooks: TaskHooks, config, *, profile: str, overrides, provenance: dict | None, runtime,
                    data: RunData, plan: TrainingPlan, phases: list[PhaseResult], results: Results,
-                   files: list[str], seconds: dict) -> dict:
-    """metrics.json: the same keys (`METRICS_KEYS`) for every task; task-specific extras go under "details"."""
+                   files: list[str], seconds: dict, members: Sequence[dict] = ()) -> dict:
+    """metrics.json: the same keys (`METRICS_KEYS`) for every task; task-specific extras go under "details".
+    `members` (several members only) are the training records that `results.members` scores complete."""
     from an2dl_kit.tta import resolve_views
 
     score = hooks.info.score
@@ -335,6 +451,7 @@ def metrics_record(hooks: TaskHooks, config, *, profile: str, overrides, provena
         "tta": {"configured": list(resolve_views(config.inference.tta)), "views": list(results.views),
                 "gain": results.validation_tta[score] - results.validation[score]},
         "postprocess": results.postprocess, "test": results.test, "test_tta": results.test_tta,
+        "members": [{**record, **scores} for record, scores in zip(members, results.members, strict=True)],
         "details": plan.details(), "seconds": {k: round(v, 2) for k, v in seconds.items()}, "files": files,
     }
     assert tuple(record) == METRICS_KEYS
