@@ -164,6 +164,39 @@ class RunSettings:
     run_eagerly: bool = False
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Inference:
+    """How test predictions are made from a trained model (changing these resumes an interrupted run).
+
+    Args:
+        tta: TTA views: a set of `tta.VIEW_SETS` or comma-separated view names (dense tasks undo them on the maps).
+        tta_select: use the TTA views only if they do not lower the validation score (else identity alone).
+    """
+
+    tta: str = checked(lambda value: _tta_views(value))
+    tta_select: bool = True
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """A task's whole configuration: one group per concern. Each task subclasses it with its own groups'
+    types (`tasks/<task>_config.py`) and its name in `TASK`."""
+
+    TASK: typing.ClassVar[str]
+    data: Any
+    model: Any
+    training: Any
+    augmentation: Any
+    inference: Inference
+    run: RunSettings
+
+
+def _tta_views(value: str) -> tuple[str, ...]:
+    from an2dl_kit.tta import resolve_views
+
+    return resolve_views(value)
+
+
 # --- helpers -----------------------------------------------------------------------------------------------
 
 

@@ -9,14 +9,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
-from an2dl_kit.config import RunSettings, bounded, checked, choice, derive
+from an2dl_kit.config import Inference, RunConfig, RunSettings, bounded, checked, choice, derive
 from an2dl_kit.errors import KitError
 from an2dl_kit.registries import BACKBONES, CELLS_AUGMENTATIONS
 from an2dl_kit.registry import Registry
-from an2dl_kit.tta import resolve_views
 
 HEAD = (512, 256, 128, 64)
 
@@ -105,18 +104,7 @@ class Augmentation:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Inference:
-    """Args:
-        tta: a TTA view set of `tta.VIEW_SETS` or comma-separated view names.
-        tta_select: use the TTA views only if they do not lower validation accuracy (else identity alone).
-    """
-
-    tta: str = checked(resolve_views)
-    tta_select: bool = True
-
-
-@dataclass(frozen=True, kw_only=True)
-class CellsConfig:
+class CellsConfig(RunConfig):
     """Everything that defines a cells run, grouped by concern (see `an2dl_kit.config`)."""
 
     TASK: ClassVar[str] = "cells"
@@ -124,8 +112,6 @@ class CellsConfig:
     model: Model
     training: Training
     augmentation: Augmentation
-    inference: Inference
-    run: RunSettings = field(default_factory=lambda: RunSettings(budget_s=None, workers=2))
 
 
 KAGGLE = CellsConfig(

@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from an2dl_kit.config import RunSettings, bounded, checked, choice, derive
+from an2dl_kit.config import Inference, RunConfig, RunSettings, bounded, checked, choice, derive
 from an2dl_kit.registries import ARCHITECTURES, MARS_AUGMENTATIONS, loss_terms
 from an2dl_kit.registry import Registry
-from an2dl_kit.tta import resolve_views
 
 AUGMENT_MODES: Registry[None] = Registry("augment mode", dict.fromkeys(("online", "union")))
 
@@ -100,22 +99,18 @@ class Augmentation:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Inference:
-    """Args:
-        tta: TTA views (a set of `tta.VIEW_SETS` or comma-separated view names), undone on the maps.
-        tta_select: use the TTA views only if they do not lower validation mIoU (else identity alone).
+class MarsInference(Inference):
+    """Args (beyond `config.Inference`'s):
         cleanup: majority-filter window for the submitted masks (0: off).
         auto_cleanup: use the `cleanup` filter only if it does not lower validation mIoU.
     """
 
-    tta: str = checked(resolve_views, default="identity,flip_lr")
-    tta_select: bool = True
     cleanup: int = bounded(0, 31, default=5)
     auto_cleanup: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
-class MarsConfig:
+class MarsConfig(RunConfig):
     """Everything that defines a Mars run, grouped by concern (see `an2dl_kit.config`)."""
 
     TASK: ClassVar[str] = "mars"
@@ -123,8 +118,7 @@ class MarsConfig:
     model: Model
     training: Training
     augmentation: Augmentation
-    inference: Inference
-    run: RunSettings
+    inference: MarsInference
 
 
 KAGGLE = MarsConfig(
@@ -132,7 +126,7 @@ KAGGLE = MarsConfig(
     model=Model(architecture="enhanced", width=1.0, fused_head=False, dropout=0.1),
     training=Training(loss="cce", batch_size=32, epochs=150, epoch_parts=1, learning_rate=1e-3, patience=25),
     augmentation=Augmentation(augment="default"),
-    inference=Inference(),
+    inference=MarsInference(tta="identity,flip_lr"),
     run=RunSettings(budget_s=10 * 3600, workers=4),
 )
 # A few passes fit in 15 minutes on two cores: small batches (more updates per pass), half-pass epochs (finer
