@@ -77,14 +77,15 @@ def run_rows(task: str, status_of) -> list[dict]:
 
 def runs_cli(args) -> int:
     """`an2dl runs --task T`: print the runs table and write submissions/<task>/runs.md and .csv."""
-    sessions = []
+    session = None
 
     def status_of(record: dict) -> str:
+        """Connects on first use only: a table of downloaded versions needs no credentials."""
+        nonlocal session
         from an2dl_kit.kaggle_session import KaggleSession
 
-        if not sessions:  # connect only when a version's status is needed
-            sessions.append(KaggleSession.connect())
-        return sessions[0].status(record["ref"], int(record["version"]))[0]
+        session = session or KaggleSession.connect()
+        return session.status(record["ref"], int(record["version"]))[0]
 
     rows = run_rows(args.task, status_of)
     if not rows:
