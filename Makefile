@@ -14,6 +14,14 @@ FILE    ?=
 MSG     ?=
 RUNS    ?=
 WEIGHTS ?= uniform
+# The experiment loop (README "Trying variants"): SET="loss=focal epochs=80" overrides, NAME=focal a variant's
+# own kernel and folders, FORCE=1 pushes past the GPU-quota check.
+SET     ?=
+NAME    ?=
+FORCE   ?=
+KIT_SET   = $(foreach s,$(SET),--set $(s))
+KIT_NAME  = $(if $(NAME),--name $(NAME))
+KIT_FORCE = $(if $(filter-out 0 false no,$(FORCE)),--force)
 # Kaggle configuration (README "Kaggle workflow"); KAGGLE_USERNAME defaults to kaggle.json's username.
 ACCELERATOR       ?= NvidiaTeslaT4
 MARS_COMPETITION  ?= an-2-dl-2024-2025-homework-2
@@ -24,7 +32,7 @@ INTERNET          ?= true
 export ACCELERATOR MARS_COMPETITION CELLS_COMPETITION CELLS_DATASETS MARS_DATASETS INTERNET
 
 .PHONY: help demo test lint bench synth bundle push-cells push-mars status wait \
-        output-cells output-mars submit run-cells-local run-mars-local ensemble clean
+        output-cells output-mars submit scores runs quota run-cells-local run-mars-local ensemble clean
 
 help:
 	@echo "make demo            synthetic data -> train both tasks -> leaderboard files (DATA=DIR for real files)"
@@ -32,10 +40,13 @@ help:
 	@echo "make lint            ruff"
 	@echo "make bench           speed and size benchmarks (one table)"
 	@echo "make bundle          build/kernels/<task>/kernel.py + kernel-metadata.json (PROFILE=$(PROFILE))"
-	@echo "make push-cells | push-mars     bundle and push the kernel to Kaggle"
-	@echo "make status | wait TASK=cells   kernel status / poll until it finishes"
-	@echo "make output-cells | output-mars download the kernel outputs into submissions/<task>/v<N>/"
-	@echo "make submit TASK=mars [FILE=..] [MSG=..]  validate and submit"
+	@echo "make push-cells | push-mars     bundle and push the kernel to Kaggle [SET=\"f=v ...\"] [NAME=..] [FORCE=1]"
+	@echo "make status | wait TASK=cells   kernel status / poll until it finishes [NAME=..]"
+	@echo "make output-cells | output-mars download the kernel outputs into submissions/<task>/[<name>/]v<N>/"
+	@echo "make submit TASK=mars [NAME=..] [FILE=..] [MSG=..]  validate and submit"
+	@echo "make scores TASK=mars           fill the ledger's public/private scores from Kaggle"
+	@echo "make runs TASK=mars             table of every pushed version (submissions/<task>/runs.md, .csv)"
+	@echo "make quota                      Kaggle GPU hours used and left this week"
 	@echo "make run-cells-local | run-mars-local     run the bundled kernel here (DATA=DIR OUT=DIR PROFILE=..)"
 	@echo "make ensemble TASK=mars RUNS=\"DIR DIR ..\" [OUT=..] [WEIGHTS=validation] [DATA=..]  average runs"
 	@echo "  Kaggle settings: KAGGLE_USERNAME ACCELERATOR=$(ACCELERATOR) MARS_COMPETITION=$(MARS_COMPETITION)"
@@ -63,37 +74,46 @@ synth: $(STAMP)
 	$(AN2DL) synth --out $(or $(OUT),data/demo)
 
 bundle: $(STAMP)
-	$(AN2DL) bundle --task cells --profile $(PROFILE)
-	$(AN2DL) bundle --task mars --profile $(PROFILE)
+	$(AN2DL) bundle --task cells --profile $(PROFILE) $(KIT_NAME) $(KIT_SET)
+	$(AN2DL) bundle --task mars --profile $(PROFILE) $(KIT_NAME) $(KIT_SET)
 
 push-cells: $(STAMP)
-	$(AN2DL) push --task cells --profile $(PROFILE)
+	$(AN2DL) push --task cells --profile $(PROFILE) $(KIT_NAME) $(KIT_SET) $(KIT_FORCE)
 
 push-mars: $(STAMP)
-	$(AN2DL) push --task mars --profile $(PROFILE)
+	$(AN2DL) push --task mars --profile $(PROFILE) $(KIT_NAME) $(KIT_SET) $(KIT_FORCE)
 
 status: $(STAMP)
-	$(AN2DL) status --task $(TASK)
+	$(AN2DL) status --task $(TASK) $(KIT_NAME)
 
 wait: $(STAMP)
-	$(AN2DL) wait --task $(TASK)
+	$(AN2DL) wait --task $(TASK) $(KIT_NAME)
 
 output-cells: $(STAMP)
-	$(AN2DL) output --task cells
+	$(AN2DL) output --task cells $(KIT_NAME)
 
 output-mars: $(STAMP)
-	$(AN2DL) output --task mars
+	$(AN2DL) output --task mars $(KIT_NAME)
 
 submit: $(STAMP)
-	$(AN2DL) submit --task $(TASK) $(if $(FILE),--file $(FILE)) $(if $(MSG),--message "$(MSG)")
+	$(AN2DL) submit --task $(TASK) $(KIT_NAME) $(if $(FILE),--file $(FILE)) $(if $(MSG),--message "$(MSG)")
+
+scores: $(STAMP)
+	$(AN2DL) scores --task $(TASK)
+
+runs: $(STAMP)
+	$(AN2DL) runs --task $(TASK)
+
+quota: $(STAMP)
+	$(AN2DL) quota
 
 run-cells-local: $(STAMP)
 	$(AN2DL) run-local --task cells --profile $(or $(filter-out kaggle,$(PROFILE)),local) \
-		$(if $(DATA),--data $(DATA)) $(if $(OUT),--out $(OUT))
+		$(if $(DATA),--data $(DATA)) $(if $(OUT),--out $(OUT)) $(KIT_SET)
 
 run-mars-local: $(STAMP)
 	$(AN2DL) run-local --task mars --profile $(or $(filter-out kaggle,$(PROFILE)),local) \
-		$(if $(DATA),--data $(DATA)) $(if $(OUT),--out $(OUT))
+		$(if $(DATA),--data $(DATA)) $(if $(OUT),--out $(OUT)) $(KIT_SET)
 
 ensemble: $(STAMP)
 	$(AN2DL) ensemble --task $(TASK) $(RUNS) --out $(or $(OUT),build/ensemble/$(TASK)) --weights $(WEIGHTS) \

@@ -50,9 +50,12 @@ def _gpu_lines() -> list[str]:
 
 
 def environment_lines(prov: Mapping, input_dir: Path, output_dir: Path) -> Iterator[str]:
-    """The banner a kernel prints first: provenance, then library versions, GPUs, inputs and output."""
+    """The banner a kernel prints first: provenance (with the overrides baked in at bundle time, so a log tells
+    the variants apart), then library versions, GPUs, inputs and output."""
     yield (f"an2dl-kit {prov['version']} | commit {prov['commit'] or 'none'}"
            f"{' (dirty)' if prov['dirty'] else ''} | task {prov['task']} | profile {prov['profile']}")
+    overrides = prov.get("overrides") or {}
+    yield "overrides: " + (", ".join(f"{k}={v}" for k, v in overrides.items()) or "none (the profile as it is)")
     yield "kernel: " + ", ".join(f"{k}={v}" for k, v in prov["kernel"].items() if k != "task")
     for group, fields in prov["config"].items():
         yield f"config {group}: " + ", ".join(f"{k}={v}" for k, v in fields.items())

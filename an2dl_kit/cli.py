@@ -98,8 +98,7 @@ def _add_run_settings(p: argparse.ArgumentParser) -> None:
     from an2dl_kit.registries import BACKBONES, LOSSES
 
     p.add_argument("--profile", choices=_profile_choices(), default="local")
-    p.add_argument("--set", action="append", metavar="FIELD=VALUE",
-                   help="override any run-configuration field, e.g. --set epochs=80 --set tta=none (repeatable)")
+    _add_set_arg(p)
     p.add_argument("--budget", type=float, help="training time budget in seconds (default: the profile's)")
     p.add_argument("--seed", type=int, help="random seed (default: the profile's)")
     p.add_argument("--backbone", help=f"cells: {', '.join(BACKBONES.choices)}")
@@ -141,11 +140,23 @@ def _add_ensemble(sub) -> None:
     p.set_defaults(func=_handler("an2dl_kit.ensemble:cli"))
 
 
+def _add_set_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="override any run-configuration field, e.g. --set loss=focal --set epochs=80 (repeatable)")
+
+
+def _add_name_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", help="variant: its own kernel <slug>-NAME and folder submissions/<task>/NAME/ "
+                                  "(lowercase letters, digits, hyphens; default: the task's kernel)")
+
+
 def _add_kaggle(sub) -> None:
     p = sub.add_parser("bundle", help="write build/kernels/<task>/kernel.py and kernel-metadata.json")
     p.add_argument("--task", choices=_task_choices(), required=True)
     p.add_argument("--profile", choices=_profile_choices(), default="kaggle")
     p.add_argument("--out", type=Path, default=Path("build/kernels"))
+    _add_name_arg(p)
+    _add_set_arg(p)
     p.set_defaults(func=_handler("an2dl_kit.bundle:cli"))
 
     p = sub.add_parser("run-local", help="run the bundled kernel here, in a Kaggle-like folder layout, on CPU")
@@ -153,23 +164,43 @@ def _add_kaggle(sub) -> None:
     p.add_argument("--profile", choices=_profile_choices(), default="local")
     _add_data_arg(p)
     p.add_argument("--out", type=Path, help="output folder (default: build/run-local/<task>)")
+    _add_set_arg(p)
     p.set_defaults(func=_handler("an2dl_kit.run_local:run_local_cli"))
 
     for name, help_text in (
-        ("push", "bundle and push the kernel to Kaggle"),
+        ("push", "bundle and push the kernel to Kaggle (checks the overrides and the GPU quota first)"),
         ("status", "print the kernel's status"),
         ("wait", "poll the kernel until it completes or fails"),
-        ("output", "download the kernel's outputs into submissions/<task>/v<version>/"),
+        ("output", "download the kernel's outputs into submissions/<task>/[<name>/]v<version>/"),
         ("submit", "validate a submission CSV and submit it to the competition"),
     ):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--task", choices=_task_choices(), required=True)
+        _add_name_arg(p)
         if name == "push":
+            _add_set_arg(p)
             p.add_argument("--profile", choices=_profile_choices(), default="kaggle")
+            p.add_argument("--force", action="store_true",
+                           help="push even if the run's budget exceeds the GPU hours left this week")
         if name == "submit":
             p.add_argument("--file", type=Path, help="CSV to submit (default: the newest downloaded output)")
             p.add_argument("--message", help="submission message (the kit commit is appended)")
         p.set_defaults(func=_handler(f"an2dl_kit.kaggle_loop:{name}_cli"))
+    _add_kaggle_reports(sub)
+
+
+def _add_kaggle_reports(sub) -> None:
+    p = sub.add_parser("scores", help="fill the ledger's status and public/private scores from Kaggle")
+    p.add_argument("--task", choices=_task_choices(), required=True)
+    p.set_defaults(func=_handler("an2dl_kit.ledger:scores_cli"))
+
+    p = sub.add_parser("runs", help="one row per pushed version: overrides, status, validation and public "
+                                    "scores (also submissions/<task>/runs.md and .csv)")
+    p.add_argument("--task", choices=_task_choices(), required=True)
+    p.set_defaults(func=_handler("an2dl_kit.runs:runs_cli"))
+
+    p = sub.add_parser("quota", help="Kaggle GPU/TPU hours used and left this week, and when they refresh")
+    p.set_defaults(func=_handler("an2dl_kit.quota:quota_cli"))
 
 
 def _add_demo(sub) -> None:

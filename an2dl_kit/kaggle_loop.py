@@ -1,15 +1,17 @@
 """The Kaggle loop: push a bundled kernel, wait for it, download its outputs, submit a leaderboard CSV.
 
-Every request goes through the official `kaggle` package (imported only when a command runs: importing it
-authenticates) and every reply is checked, because the kaggle CLI exits 0 on many failures (a push answered
-with an `error` field, an upload refused, a submission not accepted). A refused request raises `KaggleError`
-with one line naming the request and the server's message; no credential value ever appears in a message or a
-log line. Files on disk are never left half-written: downloads go to a hidden `.part` file or folder that is
-renamed once complete, and a run's outputs never replace an earlier run's.
+Every request goes through `KaggleSession` (`kaggle_session.py`: the official `kaggle` package, every reply
+checked, one-line errors without credentials). Files on disk are never left half-written: downloads go to a
+hidden `.part` file or folder that is renamed once complete, and a run's outputs never replace an earlier
+run's.
 
-Layout (relative to the working directory, normally the checkout): `build/kernels/<task>/` (the pushed
-bundle), `submissions/<task>/last_push.json` (ref and version of the last push), `submissions/<task>/v<N>/`
-(outputs of kernel version N), `submissions/ledger.csv` (one row per accepted submission).
+Variants: `--name N` pushes, polls, downloads and submits the task's kernel `<slug>-N` instead of the default
+one, so variants run side by side (`variants.py`); `--set FIELD=VALUE` overrides are validated before any file
+or request, baked into the bundle, and recorded with the push, in the ledger row and in the submission message.
+
+Layout (relative to the working directory, normally the checkout): `build/kernels/<task>[-<name>]/` (the pushed
+bundle), `submissions/<task>/[<name>/]last_push.json` (the variant's last push), `.../v<N>/` (outputs of kernel
+version N), `submissions/<task>/pushes.jsonl` (every push), `submissions/ledger.csv` (`ledger.py`).
 Polling: `AN2DL_POLL_SECONDS` (first interval, default 10, growing x1.5 up to 60) and `AN2DL_WAIT_TIMEOUT`
 (seconds, default 13 h: Kaggle stops a session at 12 h).
 """
@@ -17,9 +19,7 @@ Polling: `AN2DL_POLL_SECONDS` (first interval, default 10, growing x1.5 up to 60
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
-import io
 import json
 import os
 import re
@@ -33,201 +33,30 @@ from pathlib import Path, PurePosixPath
 from an2dl_kit import __version__
 from an2dl_kit.bundle import USERNAME_PLACEHOLDER, describe_bundle, load_template, write_bundle
 from an2dl_kit.errors import KaggleError, KitError
-from an2dl_kit.files import atomic_path, write_json
-from an2dl_kit.kaggle_settings import credential_values, kaggle_config_path, kernel_config
-from an2dl_kit.provenance import git_state, repo_root
+from an2dl_kit.files import write_json
+from an2dl_kit.kaggle_session import CHUNK_BYTES, KaggleSession
+from an2dl_kit.kaggle_settings import kernel_config
+from an2dl_kit.ledger import append_ledger
+from an2dl_kit.provenance import canonical_overrides, git_state, repo_root
+from an2dl_kit.quota import check_push, estimate_hours
+from an2dl_kit.variants import (
+    SUBMISSIONS_DIR,
+    check_name,
+    format_overrides,
+    push_record_path,
+    read_pushes,
+    record_push,
+    shown_name,
+    variant_dir,
+)
 
 BUILD_DIR = Path("build/kernels")
-SUBMISSIONS_DIR = Path("submissions")
-LEDGER_NAME = "ledger.csv"
-LEDGER_COLUMNS = ("time", "task", "competition", "file", "sha256", "message", "kernel_version", "submission")
-PUSH_RECORD = "last_push.json"
 SUBMISSION_FILE = "submission.csv"
 TERMINAL = ("COMPLETE", "ERROR", "CANCEL_REQUESTED", "CANCEL_ACKNOWLEDGED")
 POLL_FIRST_S, POLL_GROWTH, POLL_MAX_S = 10.0, 1.5, 60.0
 WAIT_TIMEOUT_S = 13 * 3600.0
 HEARTBEAT_S = 300.0  # a status line at least this often while waiting, even without a change
 LOG_TAIL_LINES = 30
-MAX_OUTPUT_PAGES = 50
-HTTP_TIMEOUT_S = (15, 300)  # connect, read
-CHUNK_BYTES = 1 << 20
-
-
-# ---- the requests -----------------------------------------------------------------------------------------
-def warn_loose_permissions(path: Path | None = None) -> bool:
-    """Warn (stderr) when kaggle.json can be read by other users; return whether it can."""
-    path = path or kaggle_config_path()
-    try:
-        loose = path.is_file() and path.stat().st_mode & 0o077 != 0
-    except OSError:
-        return False
-    if loose:
-        print(f"an2dl: warning: {path} is readable by other users; run: chmod 600 {path}", file=sys.stderr)
-    return loose
-
-
-def _http_detail(error) -> str:
-    """`HTTP <status>: <server message>` for a requests.HTTPError raised by the kaggle client."""
-    response = error.response
-    status, detail = (response.status_code if response is not None else "?"), str(error)
-    if response is not None:
-        try:
-            body = response.json()
-        except ValueError:
-            text = re.sub(r"<[^>]+>", " ", response.text or "").strip()
-            detail = text.splitlines()[0][:300] if text else (response.reason or detail)
-        else:
-            if isinstance(body, dict):
-                status = body.get("code", status)
-                detail = body.get("message") or body.get("error") or detail
-    return f"HTTP {status}: {detail}"
-
-
-class KaggleSession:
-    """The requests the loop makes, one method each, every reply checked; messages are redacted."""
-
-    def __init__(self, api, secrets: list[str]):
-        self.api = api
-        self.secrets = secrets
-
-    @classmethod
-    def connect(cls) -> KaggleSession:
-        warn_loose_permissions()
-        # Importing kaggle authenticates at once and prints help or its own warnings on stdout: keep them
-        # out of the kit's output (the permission warning above covers the one that matters).
-        with contextlib.redirect_stdout(io.StringIO()):
-            try:
-                import kaggle
-            except ImportError as error:
-                raise KaggleError(f"kaggle package: cannot import it ({error}); run `make test` once "
-                                  "to install the dependencies") from None
-        api = kaggle.api
-        if not api.config_values.get("auth_method") or not api.get_config_value("username"):
-            raise KaggleError(
-                f"Kaggle credentials: none found; put the kaggle.json of your account's API settings in "
-                f"{kaggle_config_path().parent} (chmod 600), or set KAGGLE_USERNAME and KAGGLE_KEY")
-        return cls(api, credential_values())
-
-    @property
-    def username(self) -> str:
-        return self.api.get_config_value("username")
-
-    def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
-
-    @contextlib.contextmanager
-    def _request(self, what: str):
-        """Turn any failure of the block into a one-line KaggleError naming `what`."""
-        import requests
-
-        try:
-            yield
-        except KitError as error:
-            raise KaggleError(self.redact(str(error))) from None
-        except requests.HTTPError as error:
-            raise KaggleError(self.redact(f"{what}: {_http_detail(error)}")) from None
-        except requests.RequestException as error:
-            first = str(error).splitlines()[0] if str(error) else ""
-            raise KaggleError(self.redact(f"{what}: {type(error).__name__}: {first}")) from None
-        except (ValueError, KeyError, OSError) as error:  # the client's own checks, e.g. of the metadata
-            raise KaggleError(self.redact(f"{what}: {error}")) from None
-
-    def push(self, folder: Path, ref: str) -> dict:
-        """SaveKernel with the folder's kernel-metadata.json and script; return ref, url and version."""
-        with self._request(f"SaveKernel {ref}"):
-            reply = self.api.kernels_push(str(folder))
-        if reply.error:
-            raise KaggleError(self.redact(f"SaveKernel {ref}: {reply.error}"))
-        problems = [f"invalid {kind.replace('_', ' ')}: {', '.join(getattr(reply, 'invalid_' + kind))}"
-                    for kind in ("competition_sources", "dataset_sources", "kernel_sources", "model_sources",
-                                 "tags") if getattr(reply, "invalid_" + kind)]
-        if problems:
-            raise KaggleError(f"SaveKernel {ref}: version {reply.version_number} saved, but "
-                              + "; ".join(problems))
-        if not reply.version_number:
-            raise KaggleError(f"SaveKernel {ref}: the reply carries no version number")
-        return {"ref": ref, "url": reply.url, "version": int(reply.version_number)}
-
-    def status(self, ref: str) -> tuple[str, str | None]:
-        """GetKernelSessionStatus: (QUEUED | RUNNING | COMPLETE | ERROR | ..., failure message)."""
-        with self._request(f"GetKernelSessionStatus {ref}"):
-            reply = self.api.kernels_status(ref)
-        return getattr(reply.status, "name", str(reply.status)), reply.failure_message
-
-    def outputs(self, ref: str) -> tuple[list[tuple[str, str]], str]:
-        """ListKernelSessionOutput, every page: ([(file name, signed url)], kernel log)."""
-        from kagglesdk.kernels.types.kernels_api_service import ApiListKernelSessionOutputRequest
-
-        owner, slug = ref.split("/")
-        files, log, token = [], "", None
-        for _ in range(MAX_OUTPUT_PAGES):
-            with self._request(f"ListKernelSessionOutput {ref}"), self.api.build_kaggle_client() as client:
-                request = ApiListKernelSessionOutputRequest()
-                request.user_name, request.kernel_slug = owner, slug
-                if token:
-                    request.page_token = token
-                reply = client.kernels.kernels_api_client.list_kernel_session_output(request)
-            for item in reply.files or []:
-                if not item.file_name or not item.url:
-                    raise KaggleError(f"ListKernelSessionOutput {ref}: a file without a name or url")
-                files.append((item.file_name, item.url))
-            log = log or reply.log or ""
-            token = reply.next_page_token
-            if not token:
-                return files, log
-        raise KaggleError(f"ListKernelSessionOutput {ref}: more than {MAX_OUTPUT_PAGES} pages of outputs")
-
-    def download(self, url: str, dest: Path) -> int:
-        """GET a signed output URL into dest via a temporary file; return the byte count."""
-        import requests
-
-        what = f"download {dest.name} from {url.split('?')[0]}"
-        with self._request(what), requests.get(url, stream=True, timeout=HTTP_TIMEOUT_S) as response:
-            if response.status_code != 200:
-                raise KaggleError(f"{what}: HTTP {response.status_code}")
-            expected = response.headers.get("Content-Length")
-            size = 0
-            with atomic_path(dest) as tmp, open(tmp, "wb") as handle:
-                for chunk in response.iter_content(CHUNK_BYTES):
-                    handle.write(chunk)
-                    size += len(chunk)
-                if expected and not response.headers.get("Content-Encoding") and int(expected) != size:
-                    raise KaggleError(f"{what}: got {size} of {expected} bytes")
-        return size
-
-    def submit(self, competition: str, path: Path, message: str) -> dict:
-        """StartSubmissionUpload, PUT the file, CreateSubmission; return the server's ref and message."""
-        import requests
-        from kagglesdk.competitions.types.competition_api_service import (
-            ApiCreateSubmissionRequest,
-            ApiStartSubmissionUploadRequest,
-        )
-
-        with self.api.build_kaggle_client() as client:
-            with self._request(f"StartSubmissionUpload {competition}"):
-                start = ApiStartSubmissionUploadRequest()
-                start.competition_name, start.file_name = competition, path.name
-                start.content_length = path.stat().st_size
-                start.last_modified_epoch_seconds = int(path.stat().st_mtime)
-                upload = client.competitions.competition_api_client.start_submission_upload(start)
-            if not upload.token or not upload.create_url:
-                raise KaggleError(f"StartSubmissionUpload {competition}: the reply has no upload URL")
-            what = f"upload {path.name}"
-            with self._request(what), open(path, "rb") as handle:
-                response = requests.put(upload.create_url, data=handle, timeout=HTTP_TIMEOUT_S)
-                if response.status_code not in (200, 201):
-                    raise KaggleError(f"{what}: HTTP {response.status_code}")
-            with self._request(f"CreateSubmission {competition}"):
-                create = ApiCreateSubmissionRequest()
-                create.competition_name, create.blob_file_tokens = competition, upload.token
-                create.submission_description = message
-                reply = client.competitions.competition_api_client.create_submission(create)
-        if not reply.ref and "success" not in (reply.message or "").lower():
-            raise KaggleError(self.redact(f"CreateSubmission {competition}: not accepted: "
-                                          f"{reply.message or 'empty reply'}"))
-        return {"ref": reply.ref, "message": reply.message}
 
 
 # ---- helpers ----------------------------------------------------------------------------------------------
@@ -284,18 +113,21 @@ def _env_float(name: str, default: float) -> float:
         raise KitError(f"{name}: {value!r} is not a number of seconds") from None
 
 
-def _push_record_path(task: str) -> Path:
-    return SUBMISSIONS_DIR / task / PUSH_RECORD
 
 
-def _kernel(task: str, session: KaggleSession) -> tuple[str, int | None]:
-    """(owner/slug, version) of the task's kernel: the last push if recorded, else from the template."""
-    path = _push_record_path(task)
+def _kernel(task: str, name: str | None, session: KaggleSession) -> tuple[str, int | None]:
+    """(owner/slug, version) of a variant's kernel: its last push if recorded, else from the template."""
+    path = push_record_path(task, name)
     if path.is_file():
         record = json.loads(path.read_text())
         return record["ref"], record.get("version")
     slug = str(load_template(repo_root(), task)["id"]).split("/")[-1]
-    return f"{session.username}/{slug}", None
+    return f"{session.username}/{slug}{f'-{name}' if name else ''}", None
+
+
+def _variant_flags(task: str, name: str | None) -> str:
+    """The make variables that address a variant, for the `next:` hints."""
+    return f"TASK={task}{f' NAME={name}' if name else ''}"
 
 
 def _print_failure(session: KaggleSession, ref: str, failure: str | None) -> None:
@@ -326,57 +158,58 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _version_dirs(task: str) -> list[tuple[int, Path]]:
-    found = [(int(p.name[1:]), p) for p in (SUBMISSIONS_DIR / task).glob("v*")
+def _version_dirs(task: str, name: str | None) -> list[tuple[int, Path]]:
+    found = [(int(p.name[1:]), p) for p in variant_dir(task, name).glob("v*")
              if p.is_dir() and p.name[1:].isdigit()]
     return sorted(found)
 
 
-def _kernel_version_of(path: Path) -> int | None:
-    """N when `path` lies in an output folder submissions/<task>/v<N>/."""
-    name = path.resolve().parent.name
-    return int(name[1:]) if re.fullmatch(r"v\d+", name) else None
+def _variant_of(task: str, path: Path) -> tuple[str | None, int | None]:
+    """(variant name, N) when `path` lies in an output folder submissions/<task>/[<name>/]v<N>/."""
+    folder = path.resolve().parent
+    if not re.fullmatch(r"v\d+", folder.name):
+        return None, None
+    owner = folder.parent
+    name = owner.name if owner.parent.name == task and owner.parent.parent.name == SUBMISSIONS_DIR.name else None
+    return name, int(folder.name[1:])
 
 
-def _kit_tag(csv_path: Path) -> tuple[str, str]:
-    """(`an2dl-kit <version> <commit>[+dirty]`, profile) of the run that wrote the CSV (else the checkout)."""
-    metrics = csv_path.parent / "metrics.json"
-    prov, profile = {}, ""
+def _run_details(csv_path: Path, task: str, name: str | None, version: int | None) -> tuple[str, str, dict]:
+    """(`an2dl-kit <version> <commit>[+dirty]`, profile, overrides) of the run that wrote the CSV: from the
+    metrics.json beside it, else the push history, else the checkout."""
+    prov, profile, overrides = {}, "", None
     with contextlib.suppress(OSError, ValueError, AttributeError):
-        data = json.loads(metrics.read_text())
-        prov, profile = data.get("provenance") or {}, data.get("profile") or ""
+        data = json.loads((csv_path.parent / "metrics.json").read_text())
+        prov, profile, overrides = data.get("provenance") or {}, data.get("profile") or "", data.get("overrides")
+    if overrides is None:
+        pushed = [r for r in read_pushes(task) if (r.get("name") or None) == name and r.get("version") == version]
+        overrides = pushed[-1].get("overrides") if pushed and version else {}
     if prov.get("version"):
-        version, commit, dirty = prov["version"], prov.get("commit"), prov.get("dirty")
+        kit, commit, dirty = prov["version"], prov.get("commit"), prov.get("dirty")
     else:
-        version, (commit, dirty) = __version__, git_state(repo_root())
-    return f"an2dl-kit {version} {(commit or 'uncommitted')[:12]}{'+dirty' if dirty else ''}", profile
-
-
-def append_ledger(row: dict) -> Path:
-    """Append one row to submissions/ledger.csv (header first if new), flushed to disk before returning."""
-    path = SUBMISSIONS_DIR / LEDGER_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.exists() or path.stat().st_size == 0
-    with open(path, "a", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=LEDGER_COLUMNS)
-        if new:
-            writer.writeheader()
-        writer.writerow({k: row.get(k, "") for k in LEDGER_COLUMNS})
-        handle.flush()
-        os.fsync(handle.fileno())
-    return path
+        kit, (commit, dirty) = __version__, git_state(repo_root())
+    return f"an2dl-kit {kit} {(commit or 'uncommitted')[:12]}{'+dirty' if dirty else ''}", profile, overrides or {}
 
 
 # ---- commands ---------------------------------------------------------------------------------------------
 def push_cli(args) -> int:
-    """`an2dl push --task T --profile P`: bundle, SaveKernel, print the kernel URL and version."""
+    """`an2dl push --task T [--profile P] [--name N] [--set FIELD=VALUE ...] [--force]`.
+
+    Order matters: the name, the overrides and the settings are checked before any file is written or any
+    request sent; then the quota (refused before SaveKernel when the run may not fit); then bundle and push.
+    """
+    name = check_name(args.name)
+    overrides = canonical_overrides(args.task, args.profile, args.set or None)
     config = kernel_config(args.task)
     if not config.competition and not config.datasets:
         prefix = args.task.upper()
         raise KitError(f"{args.task} kernel: no data source; set {prefix}_COMPETITION or {prefix}_DATASETS "
                        "(e.g. a private dataset holding the competition files)")
+    estimate, kind = estimate_hours(args.task, args.profile, overrides, config.accelerator)
     session = KaggleSession.connect()
-    bundle = write_bundle(args.task, args.profile, BUILD_DIR, config=config, username=session.username)
+    check_push(session, estimate, kind, args.force)
+    bundle = write_bundle(args.task, args.profile, BUILD_DIR, config=config, username=session.username,
+                          overrides=overrides, name=name)
     if bundle.ref.startswith(USERNAME_PLACEHOLDER + "/"):
         raise KaggleError("Kaggle username: unknown; set KAGGLE_USERNAME")
     for line in describe_bundle(bundle)[:2]:
@@ -384,19 +217,21 @@ def push_cli(args) -> int:
     if bundle.provenance["dirty"]:
         print("note: the kit has uncommitted changes; the kernel records dirty=True")
     info = session.push(bundle.folder, bundle.ref)
-    record = {**info, "task": args.task, "profile": args.profile, "commit": bundle.provenance["commit"],
-              "dirty": bundle.provenance["dirty"], "pushed_at": datetime.now(timezone.utc).isoformat(
-                  timespec="seconds")}
-    write_json(_push_record_path(args.task), record)
+    record = {**info, "task": args.task, "name": name or "", "profile": args.profile, "overrides": overrides,
+              "commit": bundle.provenance["commit"], "dirty": bundle.provenance["dirty"],
+              "pushed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    write_json(push_record_path(args.task, name), record)
+    record_push(args.task, record)
     print(f"pushed {info['ref']} version {info['version']}: {info['url']}")
-    print(f"next: make wait TASK={args.task}, then make output-{args.task}")
+    print(f"next: make wait {_variant_flags(args.task, name)}, then make output-{args.task}"
+          f"{f' NAME={name}' if name else ''}")
     return 0
 
 
 def status_cli(args) -> int:
-    """`an2dl status --task T`: one status line; on ERROR the failure message and the log's tail."""
+    """`an2dl status --task T [--name N]`: one status line; on ERROR the failure message and the log's tail."""
     session = KaggleSession.connect()
-    ref, version = _kernel(args.task, session)
+    ref, version = _kernel(args.task, check_name(args.name), session)
     status, failure = session.status(ref)
     print(f"{ref}{f' version {version}' if version else ''}: {status}")
     if status == "ERROR":
@@ -405,40 +240,26 @@ def status_cli(args) -> int:
 
 
 def wait_cli(args) -> int:
-    """`an2dl wait --task T`: poll with backoff until COMPLETE (exit 0) or ERROR/cancelled (exit 1)."""
+    """`an2dl wait --task T [--name N]`: poll with backoff until COMPLETE (exit 0) or ERROR/cancelled (exit 1)."""
+    name = check_name(args.name)
     session = KaggleSession.connect()
-    ref, version = _kernel(args.task, session)
+    ref, version = _kernel(args.task, name, session)
     what = f"{ref}{f' version {version}' if version else ''}"
     status, failure, elapsed = wait_for(
         lambda: session.status(ref), what=what, first_s=_env_float("AN2DL_POLL_SECONDS", POLL_FIRST_S),
         timeout_s=_env_float("AN2DL_WAIT_TIMEOUT", WAIT_TIMEOUT_S),
         report=lambda line: print(line, flush=True))
     if status == "COMPLETE":
-        print(f"{what} completed after {_hms(elapsed)} of waiting; next: make output-{args.task}")
+        print(f"{what} completed after {_hms(elapsed)} of waiting; next: make output-{args.task}"
+              f"{f' NAME={name}' if name else ''}")
         return 0
     if status == "ERROR":
         _print_failure(session, ref, failure)
     return 1
 
 
-def output_cli(args) -> int:
-    """`an2dl output --task T`: download the outputs of the pushed version into submissions/T/v<N>/."""
-    session = KaggleSession.connect()
-    ref, version = _kernel(args.task, session)
-    if version is None:
-        raise KaggleError(f"{_push_record_path(args.task)}: no push recorded, so the kernel version is "
-                          f"unknown; push with `make push-{args.task}`, or fetch by hand: "
-                          f"kaggle kernels output {ref} -p submissions/{args.task}/DIR")
-    target = SUBMISSIONS_DIR / args.task / f"v{version}"
-    if target.exists():
-        raise KaggleError(f"{target}: already downloaded; an earlier run's outputs are never replaced "
-                          "(delete the folder to download again)")
-    status, _ = session.status(ref)
-    if status not in TERMINAL:
-        raise KaggleError(f"{ref} version {version}: still {status}; `make wait TASK={args.task}` first")
-    if status != "COMPLETE":
-        print(f"an2dl: warning: {ref} version {version} ended {status}; downloading what it left",
-              file=sys.stderr)
+def _download_outputs(session: KaggleSession, ref: str, target: Path) -> dict[str, int]:
+    """Every output file and the log into a hidden folder, renamed onto `target` once all are complete."""
     files, log = session.outputs(ref)
     staging = target.parent / f".{target.name}.part"
     shutil.rmtree(staging, ignore_errors=True)
@@ -452,47 +273,96 @@ def output_cli(args) -> int:
         os.replace(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    return sizes
+
+
+def output_cli(args) -> int:
+    """`an2dl output --task T [--name N]`: download the pushed version's outputs into .../v<N>/."""
+    name = check_name(args.name)
+    session = KaggleSession.connect()
+    ref, version = _kernel(args.task, name, session)
+    if version is None:
+        raise KaggleError(f"{push_record_path(args.task, name)}: no push recorded, so the kernel version is "
+                          f"unknown; push with `make push-{args.task}`, or fetch by hand: "
+                          f"kaggle kernels output {ref} -p {variant_dir(args.task, name)}/DIR")
+    target = variant_dir(args.task, name) / f"v{version}"
+    if target.exists():
+        raise KaggleError(f"{target}: already downloaded; an earlier run's outputs are never replaced "
+                          "(delete the folder to download again)")
+    status, _ = session.status(ref)
+    if status not in TERMINAL:
+        raise KaggleError(f"{ref} version {version}: still {status}; `make wait {_variant_flags(args.task, name)}` "
+                          "first")
+    if status != "COMPLETE":
+        print(f"an2dl: warning: {ref} version {version} ended {status}; downloading what it left",
+              file=sys.stderr)
+    sizes = _download_outputs(session, ref, target)
     print(f"downloaded {len(sizes)} files of {ref} version {version} into {target}:")
-    for name, size in sorted(sizes.items()):
-        print(f"  {name} ({size / 1024:.1f} KiB)")
+    for file_name, size in sorted(sizes.items()):
+        print(f"  {file_name} ({size / 1024:.1f} KiB)")
     if SUBMISSION_FILE in sizes:
-        print(f"next: make submit TASK={args.task}  (submits {target / SUBMISSION_FILE})")
+        print(f"next: make submit {_variant_flags(args.task, name)}  (submits {target / SUBMISSION_FILE})")
     return 0
 
 
-def _default_file(task: str) -> Path:
-    for _, folder in reversed(_version_dirs(task)):
+def _default_file(task: str, name: str | None) -> Path:
+    for _, folder in reversed(_version_dirs(task, name)):
         if (folder / SUBMISSION_FILE).is_file():
             return folder / SUBMISSION_FILE
-    raise KitError(f"{SUBMISSIONS_DIR / task}: no downloaded {SUBMISSION_FILE}; run "
-                   f"`make output-{task}` or pass FILE=path/to/{SUBMISSION_FILE}")
+    raise KitError(f"{variant_dir(task, name)}: no downloaded {SUBMISSION_FILE}; run "
+                   f"`make output-{task}{f' NAME={name}' if name else ''}` or pass FILE=path/to/{SUBMISSION_FILE}")
+
+
+def _submission_id(session: KaggleSession, competition: str, reply: dict, message: str) -> str:
+    """The server's id of an accepted submission: from CreateSubmission's reply, else the newest submission
+    listed with this message (the reply's `ref` is optional on the wire); "" with a warning if neither."""
+    if reply["ref"]:
+        return str(reply["ref"])
+    for submission in session.submissions(competition):
+        if submission.description == message:
+            return str(submission.ref)
+    print("an2dl: warning: the server gave no submission id; `an2dl scores` cannot match this ledger row",
+          file=sys.stderr)
+    return ""
+
+
+def _submission_target(args) -> tuple[Path, str | None, int | None]:
+    """(CSV, variant, kernel version): --file or the variant's newest download; a file inside a variant's
+    output folder belongs to that variant."""
+    name = check_name(args.name)
+    path = Path(args.file) if args.file else _default_file(args.task, name)
+    if not path.is_file():
+        raise KitError(f"{path}: no such file")
+    path_name, version = _variant_of(args.task, path)
+    if version is not None and args.file and name and path_name != name:
+        raise KitError(f"{path}: lies in the outputs of variant {shown_name(path_name)}, not {name}")
+    return path, (path_name if version is not None else name), version
 
 
 def submit_cli(args) -> int:
-    """`an2dl submit --task T [--file F] [--message M]`: validate, submit, then record in the ledger."""
+    """`an2dl submit --task T [--name N] [--file F] [--message M]`: validate, submit, record in the ledger."""
     from an2dl_kit.submission import check_submission
 
     config = kernel_config(args.task)
     if not config.competition:
         raise KitError(f"{args.task}: no Kaggle competition configured; set {args.task.upper()}_COMPETITION "
                        "(the cells challenge itself was scored on Codabench)")
-    path = Path(args.file) if args.file else _default_file(args.task)
-    if not path.is_file():
-        raise KitError(f"{path}: no such file")
+    path, name, version = _submission_target(args)
     summary = check_submission(path, args.task, config.test_rows)  # raises before any request is made
     print(f"checked {summary}")
-    version = _kernel_version_of(path)
-    tag, profile = _kit_tag(path)
-    default = f"{args.task} kernel v{version}" if version else path.name
-    message = f"{args.message or default}{f' ({profile} profile)' if profile else ''} [{tag}]"
+    tag, profile, overrides = _run_details(path, args.task, name, version)
+    default = f"{args.task} {name or 'kernel'} v{version}" if version else path.name
+    extras = "; ".join(filter(None, [f"{profile} profile" if profile else "", format_overrides(overrides)]))
+    message = f"{args.message or default}{f' ({extras})' if extras else ''} [{tag}]"
     digest = sha256_file(path)
     session = KaggleSession.connect()
     reply = session.submit(config.competition, path, message)
     ledger = append_ledger({
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "task": args.task,
         "competition": config.competition, "file": path.as_posix(), "sha256": digest, "message": message,
-        "kernel_version": version or "", "submission": reply["ref"] or ""})
+        "kernel_version": version or "", "submission": _submission_id(session, config.competition, reply, message),
+        "name": name or ""})
     print(f"submitted {path} to {config.competition}: {reply['message']}")
     print(f"  message: {message}")
-    print(f"  recorded in {ledger}")
+    print(f"  recorded in {ledger}; scores later: make scores TASK={args.task}")
     return 0

@@ -1,4 +1,5 @@
-"""Provenance: what a kernel was built from (kit version, git commit, dirty flag, sources hash, task, profile).
+"""Provenance: what a kernel was built from (kit version, git commit, dirty flag, sources hash, task, profile,
+overrides and the configuration they resolve to).
 
 Computed from the checkout at bundle time and baked into the script, or at run time by a kernel started
 unbundled from a checkout. A kernel prints it first and `run` records it in metrics.json, so any output can
@@ -9,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from an2dl_kit import __version__
+from an2dl_kit import config as cfg
 from an2dl_kit.errors import KitError
 from an2dl_kit.kaggle_settings import KernelConfig
-from an2dl_kit.tasks import profile_settings
+from an2dl_kit.tasks import profile_settings, resolve_config
 
 KIT_PACKAGE = "an2dl_kit"
 KERNELS_DIR = "kernels"
@@ -70,16 +72,35 @@ def sources_digest(sources: Mapping[str, str]) -> str:
     return digest.hexdigest()
 
 
+def canonical_overrides(task: str, profile: str,
+                        overrides: Mapping[str, object] | Iterable[str] | None) -> dict[str, object]:
+    """`overrides` validated against the task's profile, keyed by plain field name, sorted.
+
+    Raises the one-line `KitError` of `resolve_config` on an unknown field, a bad type or an unknown registry
+    name, so callers run it before writing or sending anything. `training.loss=focal` and `loss=focal` give
+    the same result (field names are unique within a task), so equal settings make byte-identical bundles.
+    Values are kept as given (the strings of `--set`): the kernel hands them to `run`, which parses them as
+    `an2dl train --set` does, so metrics.json records them the same way.
+    """
+    resolve_config(task, profile, overrides)
+    values = cfg.parse_assignments(overrides) if overrides is not None and not isinstance(overrides, Mapping) \
+        else dict(overrides or {})
+    plain = {key.rpartition(".")[2]: value for key, value in values.items() if value is not None}
+    return dict(sorted(plain.items()))
+
+
 def provenance(task: str, profile: str, config: KernelConfig, sources: Mapping[str, str],
-               commit: str | None, dirty: bool) -> dict:
+               commit: str | None, dirty: bool, overrides: Mapping[str, object] | None = None) -> dict:
     """What a kernel prints first and `run` records in metrics.json: enough to rebuild it exactly.
 
-    `config` is the profile's resolved settings (as metrics.json's own `config`), `kernel` where the kernel
-    runs.
+    `overrides` are canonical (`canonical_overrides`); `config` is the profile resolved with them (as
+    metrics.json's own `config`), `kernel` where the kernel runs.
     """
+    overrides = dict(overrides or {})
     return {"kit": "an2dl-kit", "version": __version__, "commit": commit, "dirty": dirty,
             "sources_sha256": sources_digest(sources), "task": task, "profile": profile,
-            "config": profile_settings(task, profile), "kernel": config.as_dict()}
+            "overrides": overrides, "config": profile_settings(task, profile, overrides),
+            "kernel": config.as_dict()}
 
 
 def checkout_provenance(task: str, profile: str, config: KernelConfig, root: Path | None = None) -> dict:

@@ -19,6 +19,7 @@ from pathlib import Path
 from an2dl_kit.bundle import describe_bundle, write_bundle
 from an2dl_kit.data.discover import find_inputs
 from an2dl_kit.errors import KitError
+from an2dl_kit.provenance import canonical_overrides
 from an2dl_kit.task import TASKS
 
 RUN_LOCAL_DIR = Path("build/run-local")
@@ -54,17 +55,20 @@ def kernel_env(input_dir: Path, output_dir: Path, environ: Mapping[str, str] | N
 
 
 def run_local(task: str, profile: str, data: Path | None, out: Path,
-              python: str = sys.executable, budget_s: float | None = None) -> list[Path]:
+              python: str = sys.executable, budget_s: float | None = None, overrides=None) -> list[Path]:
     """Bundle, then run the script with `python -I` on CPU; return the files it wrote under `out`.
 
-    `budget_s` overrides the profile's training budget (through $AN2DL_BUDGET).
+    `overrides` ({field: value} or ["field=value"]) are baked into the bundle as `an2dl push` would, and are
+    validated before the output folder is emptied; `budget_s` overrides the profile's training budget
+    (through $AN2DL_BUDGET, as the demo needs, without changing the bundle).
     """
+    overrides = canonical_overrides(task, profile, overrides)
     out = Path(out).resolve()
     files = _input_files(task, data)
     prepare_output(out)
     with tempfile.TemporaryDirectory(prefix=f"an2dl-{task}-") as scratch:
         scratch = Path(scratch)
-        bundle = write_bundle(task, profile, scratch / "kernel")
+        bundle = write_bundle(task, profile, scratch / "kernel", overrides=overrides)
         mounted = scratch / "input" / input_slug(task)
         mounted.mkdir(parents=True)
         for file in files:
@@ -80,9 +84,9 @@ def run_local(task: str, profile: str, data: Path | None, out: Path,
 
 
 def run_local_cli(args) -> int:
-    """`an2dl run-local --task T --profile P [--data D] [--out O]`."""
+    """`an2dl run-local --task T --profile P [--data D] [--out O] [--set FIELD=VALUE ...]`."""
     out = args.out or RUN_LOCAL_DIR / args.task
-    written = run_local(args.task, args.profile, args.data, out)
+    written = run_local(args.task, args.profile, args.data, out, overrides=getattr(args, "set", None) or None)
     print(f"{args.task} kernel finished; {len(written)} files in {out}:")
     for path in written:
         print(f"  {path.relative_to(Path(out).resolve())} ({path.stat().st_size / 1024:.1f} KiB)")

@@ -5,7 +5,9 @@ task. Run on its own from a checkout (`AN2DL_TASK=mars python kernels/main.py`) 
 takes the task from $AN2DL_TASK (the profile from $AN2DL_PROFILE, default `local`) and describes the checkout
 instead. Inputs are searched under $AN2DL_INPUT (default /kaggle/input); everything is written to
 $AN2DL_OUTPUT (default /kaggle/working), the folder Kaggle keeps as the kernel's output; $AN2DL_BUDGET, when
-set, is the training budget in seconds.
+set, is the training budget in seconds. The overrides baked into PROVENANCE at bundle time (`--set` of
+`an2dl bundle`/`push`/`run-local`) are passed to `run`, so metrics.json records them and the configuration they
+gave.
 """
 
 import os
@@ -30,6 +32,6 @@ for line in environment_lines(provenance, INPUT, OUTPUT):
 
 from an2dl_kit.tasks import run  # noqa: E402  (imports TensorFlow when called)
 
-metrics = run(task, INPUT, OUTPUT, profile, overrides={"budget_s": BUDGET} if BUDGET is not None else None,
-              provenance=provenance)
+overrides = {**(provenance.get("overrides") or {}), **({"budget_s": BUDGET} if BUDGET is not None else {})}
+metrics = run(task, INPUT, OUTPUT, profile, overrides=overrides or None, provenance=provenance)
 print(f"done in {metrics['seconds']['total']:.0f} s; wrote to {OUTPUT}: {', '.join(metrics['files'])}", flush=True)

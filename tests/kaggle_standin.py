@@ -7,8 +7,12 @@ HTTP request, including the signed download and upload URLs this stand-in hands 
 proxy request (absolute URL in the request line), so the server can listen on any free loopback port.
 `client_env()` builds exactly that environment for a subprocess.
 
-Implemented: SaveKernel, GetKernelSessionStatus, ListKernelSessionOutput (+ the signed file URLs),
-StartSubmissionUpload, the upload `PUT`, CreateSubmission. Every request is recorded in `requests`.
+Implemented: SaveKernel, GetKernelSessionStatus (of the latest version, or of `versionLabel` "v<N>" from
+`version_statuses`), ListKernelSessionOutput (+ the signed file URLs), StartSubmissionUpload, the upload
+`PUT`, CreateSubmission (which adds to `submissions`), ListSubmissions (newest first, paged by
+`pageSize`/`pageToken`) and GetAcceleratorQuotaStatistics (from `quota`, the endpoint `kaggle quota` calls).
+Tests score a submission by editing its entry in `submissions` ({ref, description, fileName, date, status,
+publicScore, privateScore}). Every request is recorded in `requests`.
 Failure switches:
   `fail[name] = (http_status, body)`  answer `name` with that status (body: dict -> JSON, str -> text);
   `extra[name] = {...}`               merge fields into a 200 reply (e.g. SaveKernel's `error`).
@@ -68,6 +72,11 @@ class KaggleStandIn:
     requests: list[Recorded] = field(default_factory=list)
     uploads: dict[str, bytes] = field(default_factory=dict)
     version: int = 0
+    version_statuses: dict[int, str] = field(default_factory=dict)
+    submissions: list[dict] = field(default_factory=list)
+    # hours: used, reserved by running sessions, allowed this week; refresh time as the server writes it
+    quota: dict = field(default_factory=lambda: {"used_h": 4.5, "reserved_h": 0.0, "total_h": 30.0,
+                                                 "refresh": "2030-01-04T00:00:00Z"})
 
     # ---- lifecycle -------------------------------------------------------------------------------------
     def __enter__(self) -> KaggleStandIn:
@@ -150,6 +159,9 @@ class KaggleStandIn:
         return _json(200, {**reply, **self.extra.get("SaveKernel", {})})
 
     def _GetKernelSessionStatus(self, path, body):
+        label = json.loads(body or b"{}").get("versionLabel") or ""
+        if label[1:].isdigit() and int(label[1:]) in self.version_statuses:
+            return _json(200, {"status": self.version_statuses[int(label[1:])]})
         status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
         reply = {"status": status}
         if status == "ERROR" and self.failure_message:
@@ -181,13 +193,35 @@ class KaggleStandIn:
         request = json.loads(body)
         if request.get("blobFileTokens") not in self.uploads:
             return _json(400, {"code": 400, "message": "blob token does not name an upload"})
-        reply = {"message": f"Successfully submitted to {request.get('competitionName')}",
-                 "ref": len(self.uploads)}
-        return _json(200, {**reply, **self.extra.get("CreateSubmission", {})})
+        ref = 1000 + len(self.submissions) + 1
+        reply = {"message": f"Successfully submitted to {request.get('competitionName')}", "ref": ref,
+                 **self.extra.get("CreateSubmission", {})}
+        # A scripted refusal (no ref, no success message) is not listed; a success without a ref still is.
+        if reply.get("ref") or "success" in reply.get("message", "").lower():
+            self.submissions.insert(0, {
+                "ref": ref, "description": request.get("submissionDescription", ""), "fileName": "submission.csv",
+                "date": "2030-01-01T00:00:00.000Z", "status": "PENDING"})
+        return _json(200, reply)
+
+    def _ListSubmissions(self, path, body):
+        request = json.loads(body or b"{}")
+        start, size = int(request.get("pageToken") or 0), int(request.get("pageSize") or 20)
+        page = self.submissions[start:start + size]
+        token = str(start + size) if start + size < len(self.submissions) else ""
+        return _json(200, {"submissions": page, "nextPageToken": token, **self.extra.get("ListSubmissions", {})})
+
+    def _GetAcceleratorQuotaStatistics(self, path, body):
+        def hours(name):
+            return f"{int(self.quota[name] * 3600)}s"
+
+        gpu = {"timeUsed": hours("used_h"), "timeReserved": hours("reserved_h"),
+               "totalTimeAllowed": hours("total_h"), "hasEverRun": True}
+        reply = {"quotaRefreshTime": self.quota["refresh"], "gpuQuota": gpu}
+        return _json(200, {**reply, **self.extra.get("GetAcceleratorQuotaStatistics", {})})
 
 
 RPC_NAMES = ("SaveKernel", "GetKernelSessionStatus", "ListKernelSessionOutput", "StartSubmissionUpload",
-             "CreateSubmission")
+             "CreateSubmission", "ListSubmissions", "GetAcceleratorQuotaStatistics")
 
 
 def _request_name(method: str, path: str) -> str:

@@ -18,7 +18,7 @@ import pytest
 from slugify import slugify
 
 from an2dl_kit import __version__, kaggle_settings, run_local
-from an2dl_kit.banner import kernel_provenance
+from an2dl_kit.banner import environment_lines, kernel_provenance
 from an2dl_kit.bundle import render_script, write_bundle
 from an2dl_kit.errors import KitError
 from an2dl_kit.kaggle_settings import KernelConfig, check_no_credentials, kernel_config
@@ -61,6 +61,36 @@ def test_bundle_twice_is_byte_identical(clean_env, tmp_path):
     assert first.script.read_bytes() == second.script.read_bytes()
     assert first.metadata.read_bytes() == second.metadata.read_bytes()
     assert str(tmp_path) not in first.script.read_text()  # no absolute paths of the build machine
+
+
+def test_overrides_are_baked_in_canonically_and_printed_by_the_banner(clean_env, tmp_path):
+    """Equal settings, however written, give byte-identical scripts; a variant's name changes the metadata only."""
+    first = write_bundle("mars", "smoke", tmp_path / "a", overrides=["training.loss=focal", "epochs=3"])
+    second = write_bundle("mars", "smoke", tmp_path / "b", overrides={"epochs": "3", "loss": "focal"}, name="focal")
+    plain = write_bundle("mars", "smoke", tmp_path / "c")
+    assert first.script.read_bytes() == second.script.read_bytes() != plain.script.read_bytes()
+    _, prov = embedded(first.script.read_text())
+    assert prov["overrides"] == {"epochs": "3", "loss": "focal"} and prov["config"]["training"]["loss"] == "focal"
+    assert first.script.read_text().startswith("# an2dl-kit kernel: mars challenge, smoke profile with epochs=3 "
+                                               "loss=focal.")
+    meta = json.loads(second.metadata.read_text())
+    assert second.folder == tmp_path / "b" / "mars-focal"
+    assert (meta["id"], meta["title"]) == ("USERNAME/an2dl-mars-terrain-focal", "AN2DL Mars terrain focal")
+    lines = list(environment_lines(prov, tmp_path, tmp_path))
+    assert lines[1] == "overrides: epochs=3, loss=focal"
+    (training,) = [line for line in lines if line.startswith("config training: ")]
+    assert "loss=focal" in training and "epochs=3" in training
+    assert list(environment_lines(plain.provenance, tmp_path, tmp_path))[1] == "overrides: none (the profile as it is)"
+
+
+@pytest.mark.parametrize("kwargs, shown", [
+    ({"overrides": ["loss=lovasz"]}, "loss 'lovasz': unknown; choose one of cce, dice, tversky, focal"),
+    ({"name": "Focal"}, "--name 'Focal': use lowercase letters"),
+])
+def test_bad_override_or_name_writes_no_bundle(clean_env, tmp_path, kwargs, shown):
+    with pytest.raises(KitError, match=shown):
+        write_bundle("mars", "smoke", tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()
 
 
 def test_bundle_embeds_every_kit_module_verbatim_then_main(clean_env, tmp_path):

@@ -7,6 +7,7 @@ so nothing leaves 127.0.0.1. Every command's output is checked for the fake key.
 
 from __future__ import annotations
 
+import ast
 import csv
 import hashlib
 import json
@@ -61,9 +62,10 @@ class Kit:
         assert FAKE_KEY not in result.stdout + result.stderr
         return result
 
-    def push(self) -> None:
-        result = self("push", "--task", "cells", "--profile", "smoke")
+    def push(self, *extra: str) -> subprocess.CompletedProcess:
+        result = self("push", "--task", "cells", "--profile", "smoke", *extra)
         assert result.returncode == 0, result.stderr
+        return result
 
 
 @pytest.fixture
@@ -122,7 +124,8 @@ def test_push_wait_output_submit_end_to_end(kit, standin, valid_csv):
     assert row["task"] == "cells" and row["competition"] == COMPETITION and row["kernel_version"] == "1"
     assert row["sha256"] == hashlib.sha256(valid_csv.read_bytes()).hexdigest()
     assert row["message"] == message and row["file"] == "submissions/cells/v1/submission.csv"
-    assert standin.names() == ["SaveKernel", "GetKernelSessionStatus", "GetKernelSessionStatus",
+    assert standin.names() == ["GetAcceleratorQuotaStatistics", "SaveKernel", "GetKernelSessionStatus",
+                               "GetKernelSessionStatus",
                                "GetKernelSessionStatus", "ListKernelSessionOutput", "download", "download",
                                "StartSubmissionUpload", "upload", "CreateSubmission"]
 
@@ -193,7 +196,7 @@ def test_output_url_answering_403_saves_no_file(kit, standin, valid_csv):
     assert shown in result.stderr
     assert "X-Goog-Signature" not in result.stderr
     leftovers = [p for p in (kit.work / "submissions").rglob("*") if p.is_file()]
-    assert [p.name for p in leftovers] == ["last_push.json"]
+    assert sorted(p.name for p in leftovers) == ["last_push.json", "pushes.jsonl"]
 
 
 def test_output_never_replaces_an_earlier_run(kit, standin, valid_csv):
@@ -247,6 +250,164 @@ def test_ledger_gets_one_row_per_accepted_submission(kit, standin, valid_csv):
     assert len(rows) == 2 and rows[1]["message"].startswith("again")
     assert all(row["kernel_version"] == "" and row["file"] == str(valid_csv) for row in rows)
     assert len(standin.calls("CreateSubmission")) == 4  # 2 accepted + 2 refused by CreateSubmission
+
+
+# ---- variants: overrides, names, scores, runs, quota ------------------------------------------------------
+def embedded_provenance(script: str) -> dict:
+    """The PROVENANCE dict of a bundled script, read without running it."""
+    for node in ast.parse(script).body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "PROVENANCE":
+            return ast.literal_eval(node.value)
+    raise AssertionError("no PROVENANCE in the script")
+
+
+def metrics_bytes(validation: float, validation_tta: float, overrides: dict) -> bytes:
+    """A kernel's metrics.json, abridged to what `runs` and `submit` read."""
+    return json.dumps({"validation": {"accuracy": validation}, "validation_tta": {"accuracy": validation_tta},
+                       "overrides": overrides, "profile": "smoke"}).encode()
+
+
+def test_push_with_overrides_and_a_name_sends_them_to_its_own_kernel(kit, standin):
+    result = kit("push", "--task", "mars", "--profile", "smoke", "--name", "focal", "--set", "training.loss=focal",
+                 "--set", "epochs=3")
+    assert result.returncode == 0, result.stderr
+    assert "pushed standin-user/an2dl-mars-terrain-focal version 1" in result.stdout
+    assert "may use up to 0.0 GPU hours" in result.stdout and "25.5 h left this week" in result.stdout
+    body = standin.calls("SaveKernel")[0].json()
+    assert body["slug"] == "standin-user/an2dl-mars-terrain-focal" and body["newTitle"] == "AN2DL Mars terrain focal"
+    prov = embedded_provenance(body["text"])
+    assert prov["overrides"] == {"epochs": "3", "loss": "focal"}
+    assert (prov["config"]["training"]["loss"], prov["config"]["training"]["epochs"]) == ("focal", 3)
+    assert (kit.work / "build/kernels/mars-focal/kernel.py").read_text() == body["text"]
+    record = json.loads((kit.work / "submissions/mars/focal/last_push.json").read_text())
+    assert (record["name"], record["version"], record["overrides"]) == ("focal", 1, {"epochs": "3", "loss": "focal"})
+    history = (kit.work / "submissions/mars/pushes.jsonl").read_text().splitlines()
+    assert [json.loads(line)["name"] for line in history] == ["focal"]
+    assert not (kit.work / "submissions/mars/last_push.json").exists()  # the default kernel is untouched
+
+    status = kit("status", "--task", "mars", "--name", "focal")
+    assert status.stdout.strip() == "standin-user/an2dl-mars-terrain-focal version 1: RUNNING"
+
+
+@pytest.mark.parametrize("args, shown", [
+    (("--set", "nosuch=1"), "mars setting 'nosuch': unknown; choose one of val_fraction,"),
+    (("--set", "epochs=many"), "mars setting epochs='many': expected an integer"),
+    (("--set", "loss=lovasz"), "loss 'lovasz': unknown; choose one of cce, dice, tversky, focal"),
+    (("--set", "epochs"), "--set 'epochs': expected FIELD=VALUE"),
+    (("--name", "Focal Loss"), "--name 'Focal Loss': use lowercase letters, digits and single hyphens"),
+    (("--name", "v2"), "--name 'v2': reserved"),
+])
+def test_bad_override_or_name_sends_no_request_and_writes_nothing(kit, standin, args, shown):
+    result = kit("push", "--task", "mars", "--profile", "smoke", *args)
+    assert result.returncode == 2
+    assert result.stderr.startswith("an2dl: error: ") and shown in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert standin.requests == []
+    assert not (kit.work / "build").exists() and not (kit.work / "submissions").exists()
+
+
+def test_scores_fill_the_ledger_by_submission_id_and_are_idempotent(kit, standin, valid_csv):
+    for message in ("first", "second"):
+        assert kit("submit", "--task", "cells", "--file", str(valid_csv), "--message", message).returncode == 0
+    standin.extra["CreateSubmission"] = {"ref": 0}  # accepted without an id: the kit finds it by its message
+    assert kit("submit", "--task", "cells", "--file", str(valid_csv), "--message", "third").returncode == 0
+    rows = ledger_rows(kit)
+    assert [row["submission"] for row in rows] == ["1001", "1002", "1003"]
+    ledger = kit.work / "submissions" / "ledger.csv"
+    ledger.write_text(ledger.read_text() + rows[0]["time"] + ",cells," + COMPETITION + ",old.csv,,gone,,999,,,,\n")
+    by_ref = {item["ref"]: item for item in standin.submissions}
+    by_ref[1001].update(status="COMPLETE", publicScore="0.91250")
+    by_ref[1002].update(status="COMPLETE", publicScore="0.87500", privateScore="0.86000")
+
+    first = kit("scores", "--task", "cells")
+    assert first.returncode == 0, first.stderr
+    rows = ledger_rows(kit)
+    assert [(r["status"], r["public_score"], r["private_score"]) for r in rows] == [
+        ("COMPLETE", "0.91250", ""), ("COMPLETE", "0.87500", "0.86000"), ("PENDING", "", ""), ("", "", "")]
+    assert rows[3]["submission"] == "999" and rows[3]["message"] == "gone"  # unknown to the server: kept
+    assert "3 rows updated" in first.stdout and "not listed by the server (kept as they are): submissions 999" \
+        in first.stdout
+    before = ledger.read_bytes(), ledger.stat().st_mtime_ns
+    second = kit("scores", "--task", "cells")
+    assert second.returncode == 0 and "0 rows updated, 3 unchanged" in second.stdout
+    assert (ledger.read_bytes(), ledger.stat().st_mtime_ns) == before
+    assert standin.names().count("ListSubmissions") == 3  # one for the id of "third", one per scores
+
+
+def test_scores_refused_listing_is_one_line_and_keeps_the_ledger(kit, standin, valid_csv):
+    assert kit("submit", "--task", "cells", "--file", str(valid_csv)).returncode == 0
+    before = (kit.work / "submissions" / "ledger.csv").read_bytes()
+    standin.fail["ListSubmissions"] = (403, {"code": 403, "message": "Permission denied"})
+    result = kit("scores", "--task", "cells")
+    assert result.returncode == 2
+    assert result.stderr == f"an2dl: error: ListSubmissions {COMPETITION}: HTTP 403: Permission denied\n"
+    assert (kit.work / "submissions" / "ledger.csv").read_bytes() == before
+
+
+def test_runs_lists_every_version_of_two_variants_with_their_scores(kit, standin):
+    kit.push()
+    kit.push("--name", "mixup", "--set", "mixup_p=0.25", "--set", "epochs=2")
+    standin.statuses = ["COMPLETE"]
+    standin.outputs = {"submission.csv": write_cells_csv(kit.work / "a.csv", np.arange(TEST_ROWS) % 8).read_bytes(),
+                       "metrics.json": metrics_bytes(0.75, 0.8, {})}
+    assert kit("output", "--task", "cells").returncode == 0
+    standin.outputs["metrics.json"] = metrics_bytes(0.85, 0.875, {"epochs": "2", "mixup_p": "0.25"})
+    assert kit("output", "--task", "cells", "--name", "mixup").returncode == 0
+    submit = kit("submit", "--task", "cells", "--name", "mixup")
+    assert submit.returncode == 0, submit.stderr
+    message = standin.calls("CreateSubmission")[0].json()["submissionDescription"]
+    assert message.startswith("cells mixup v2 (smoke profile; epochs=2 mixup_p=0.25) [an2dl-kit ")
+    standin.submissions[0].update(status="COMPLETE", publicScore="0.86")
+    assert kit("scores", "--task", "cells").returncode == 0
+    kit.push()  # version 3 of the default kernel, still running
+    standin.version_statuses = {3: "RUNNING"}
+
+    result = kit("runs", "--task", "cells")
+    assert result.returncode == 0, result.stderr
+    table = list(csv.DictReader((kit.work / "submissions/cells/runs.csv").open()))
+    shown = [(r["name"], r["version"], r["overrides"], r["status"], r["validation accuracy"],
+              r["validation+TTA accuracy"], r["submitted"], r["public score"]) for r in table]
+    assert shown == [("default", "1", "", "downloaded", "0.75", "0.8", "no", ""),
+                     ("default", "3", "", "RUNNING", "", "", "no", ""),
+                     ("mixup", "2", "epochs=2 mixup_p=0.25", "downloaded", "0.85", "0.875", "yes", "0.86")]
+    assert "| mixup | 2 | epochs=2 mixup_p=0.25 | downloaded | 0.8500 | 0.8750 | yes | 0.8600 |" in result.stdout
+    assert (kit.work / "submissions/cells/runs.md").read_text() in result.stdout
+    (status,) = [r for r in standin.calls("GetKernelSessionStatus") if r.json().get("versionLabel")]
+    assert status.json()["versionLabel"] == "v3"  # only the version not downloaded is asked about
+
+
+def test_quota_is_printed(kit, standin):
+    result = kit("quota")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "GPU: 4.5 h used, 0.0 h reserved by running sessions, 25.5 h left of 30.0 h this week",
+        result.stdout.splitlines()[1]]
+    assert result.stdout.splitlines()[1].startswith("refreshes 2030-01-04 00:00 UTC (in ")
+    assert standin.names() == ["GetAcceleratorQuotaStatistics"]
+
+
+def test_push_beyond_the_hours_left_is_refused_before_save_kernel_unless_forced(kit, standin):
+    standin.quota.update(used_h=28.0, reserved_h=1.5)
+    result = kit("push", "--task", "cells", "--profile", "smoke", "--set", "budget_s=3600")
+    assert result.returncode == 2
+    assert ("an2dl: error: push: the run may use 1.0 GPU hours but 0.5 are left this week; lower its budget "
+            "(--set budget_s=SECONDS) or pass --force (make ... FORCE=1)") in result.stderr
+    assert standin.names() == ["GetAcceleratorQuotaStatistics"]
+    assert not (kit.work / "submissions").exists()
+    forced = kit.push("--set", "budget_s=3600", "--force")
+    assert "may use up to 1.0 GPU hours (its budget); 0.5 h left" in forced.stdout
+    assert standin.names()[-1] == "SaveKernel"
+
+
+def test_quota_refusal_stops_a_push_and_cpu_kernels_skip_the_check(kit, standin):
+    standin.fail["GetAcceleratorQuotaStatistics"] = (500, "backend unavailable")
+    result = kit("push", "--task", "cells", "--profile", "smoke")
+    assert result.returncode == 2
+    assert "an2dl: error: GetAcceleratorQuotaStatistics: HTTP 500: backend unavailable; pass --force" in result.stderr
+    assert "SaveKernel" not in standin.names()
+    kit.env["ACCELERATOR"] = "none"
+    assert "a CPU kernel uses no accelerator hours" in kit.push().stdout
+    assert standin.names().count("GetAcceleratorQuotaStatistics") == 1
 
 
 # ---- credentials ------------------------------------------------------------------------------------------
