@@ -173,7 +173,7 @@ def run(task: str, data: Path | None, out_dir: Path, profile: str = "local", *,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     run_data = prepare_data(hooks, config, data)
-    runtime = rt.setup_runtime(config.training.seed, config.run.precision)
+    runtime = rt.setup_runtime(config.training.seed, config.run.precision, config.run.deterministic)
     rt.log(f"{task}: {runtime.describe()}")
     plan = hooks.plan(config, runtime, run_data)
     rt.log(f"{task}: {plan.model.name}, {plan.model_info['params']:,} parameters")
