@@ -20,15 +20,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import resource
+import subprocess
+import sys
 import time
 
-from bench.common import Row, fmt, main, progress
+from bench.common import Row, fmt, main, parse_rows, progress
 
 PART = "gpu-check"
 GPU_STEPS, CPU_STEPS = 10, 2
 CPU_BATCH = 2  # per replica
 CPU_REPLICAS = 2
+RUN_VAR = "AN2DL_GPU_CHECK_RUN"  # "task:deterministic:phases" in a child process (`run_in_child`)
 # Dense fp16 tensor-core peaks (NVIDIA data sheets), by a word of the driver's device name.
 PEAK_FLOPS = {"T4": 65e12, "L4": 121e12, "A100": 312e12, "H100": 989e12, "H200": 989e12, "V100": 125e12}
 
@@ -86,14 +90,18 @@ def phase_images(task: str, config) -> int:
     return (tiles + rocks * (fields["oversample_big_rock"] - 1)) * fields["repeats"]
 
 
-def estimate_hours(phase, config, images: int, flops: float, trainable: int) -> float:
-    """`hardware_estimate`'s T4 x2 epoch (GPU, all-reduce, overhead; no augmentation bound) x the epochs."""
+def estimate_hours(task: str, phase, config, images: int, flops: float, trainable: int) -> float:
+    """`hardware_estimate`'s T4 x2 epoch (GPU, all-reduce, overhead; no augmentation bound) x the epochs, at
+    the profile's own batch (not the CPU check's)."""
+    from an2dl_kit.tasks import resolve_config
     from bench import hardware_estimate as he
+
+    batch = resolve_config(task, "kaggle").training.batch_size
 
     passes = 1 if phase.name == "head" else 3
     val = round(images / config.augmentation.repeats * config.data.val_fraction / (1 - config.data.val_fraction))
     parts = he.epoch_seconds(he.Phase(phase.name, phase.epochs, images, passes * flops, val, flops, trainable,
-                                      he.GPUS * config.training.batch_size, math.inf))
+                                      he.GPUS * batch, math.inf))
     return phase.epochs * (parts["gpu"] + parts["allreduce"] + parts["overhead"]) / 3600
 
 
@@ -125,7 +133,7 @@ def task_rows(task: str, on_cpu: bool, deterministic: str = "auto", phases: tupl
         measured = time_phase(plan, phase, runtime, steps)
         images = phase_images(task, config)
         hours = phase.epochs * images / measured["images_s"] / 3600
-        estimate = estimate_hours(phase, config, images, flops, trainable_count(plan.model))
+        estimate = estimate_hours(task, phase, config, images, flops, trainable_count(plan.model))
         note = (f"{fmt(measured['images_s'])} img/s; peak {'GPU' if runtime.kind == 'gpu' else 'RSS'} "
                 f"{fmt(measured['peak'] / 2**30)} GiB; {phase.epochs} epochs x {images:,} img: {fmt(hours)} h here, "
                 f"estimate {fmt(estimate)} h on T4 x2; {runtime.describe()}")
@@ -147,15 +155,32 @@ def peak_fraction(runtime, phase, flops: float, images_s: float) -> str:
     return f"{fraction:.1%} of {runtime.replicas} x {name} fp16 peak ({PEAK_FLOPS[name] / 1e12:g} TFLOP/s)"
 
 
+def run_in_child(task: str, deterministic: str, phases: tuple[str, ...] = ()) -> list[Row]:
+    """`task_rows` in a fresh process: two MirroredStrategy models in one process clash in their collective
+    instance keys, and TensorFlow's device split can only be made once per process."""
+    env = {**os.environ, RUN_VAR: f"{task}:{deterministic}:{','.join(phases)}"}
+    result = subprocess.run([sys.executable, "-m", "bench.gpu_check", "--rows"], env=env, stdout=subprocess.PIPE,
+                            text=True, check=False)
+    if result.returncode:
+        raise SystemExit(f"gpu-check: {task} (deterministic {deterministic}) failed, exit {result.returncode}")
+    return parse_rows(result.stdout)
+
+
 def rows() -> list[Row]:
+    if os.environ.get(RUN_VAR):  # a child: one task, one setting
+        task, deterministic, phases = os.environ[RUN_VAR].split(":")
+        on_cpu = split_cpu()
+        return task_rows(task, on_cpu, deterministic, tuple(p for p in phases.split(",") if p))
+    import tensorflow as tf
+
     started = time.monotonic()
-    on_cpu = split_cpu()
-    out = task_rows("cells", on_cpu) + task_rows("mars", on_cpu)
-    if not on_cpu:  # what determinism costs: the heaviest phase of each task again, deterministic
+    on_gpu = bool(tf.config.list_physical_devices("GPU"))
+    out = run_in_child("cells", "auto") + run_in_child("mars", "auto")
+    if on_gpu:  # what determinism costs: the heaviest phase of each task again, deterministic
         out += [Row(PART, "deterministic=on: " + r.item, r.value, r.unit, r.note)
-                for r in task_rows("cells", False, "on", ("finetune",)) + task_rows("mars", False, "on")]
+                for r in run_in_child("cells", "on", ("finetune",)) + run_in_child("mars", "on")]
     out.append(Row(PART, "gpu-check wall time", fmt(time.monotonic() - started), "s",
-                   "CPU: 2 logical devices, CI-sized batches" if on_cpu else "GPU: the profiles' batches"))
+                   "GPU: the profiles' batches" if on_gpu else "CPU: 2 logical devices, CI-sized batches"))
     return out
 
 
