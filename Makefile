@@ -29,9 +29,11 @@ CELLS_COMPETITION ?=
 CELLS_DATASETS    ?=
 MARS_DATASETS     ?=
 INTERNET          ?= true
-export ACCELERATOR MARS_COMPETITION CELLS_COMPETITION CELLS_DATASETS MARS_DATASETS INTERNET
+# Kernel image: original (the image of the kernel's first run), latest, or a digest (README "Hardware").
+PIN               ?= original
+export ACCELERATOR MARS_COMPETITION CELLS_COMPETITION CELLS_DATASETS MARS_DATASETS INTERNET PIN
 
-.PHONY: help demo test lint bench synth bundle push-cells push-mars status wait \
+.PHONY: help demo test lint bench gpu-check synth bundle push-cells push-mars status wait \
         output-cells output-mars submit scores runs quota run-cells-local run-mars-local ensemble clean
 
 help:
@@ -50,12 +52,13 @@ help:
 	@echo "make run-cells-local | run-mars-local     run the bundled kernel here (DATA=DIR OUT=DIR PROFILE=..)"
 	@echo "make ensemble TASK=mars RUNS=\"DIR DIR ..\" [OUT=..] [WEIGHTS=validation] [DATA=..]  average runs"
 	@echo "  Kaggle settings: KAGGLE_USERNAME ACCELERATOR=$(ACCELERATOR) MARS_COMPETITION=$(MARS_COMPETITION)"
-	@echo "                   CELLS_COMPETITION CELLS_DATASETS MARS_DATASETS INTERNET=$(INTERNET)"
+	@echo "                   CELLS_COMPETITION CELLS_DATASETS MARS_DATASETS INTERNET=$(INTERNET) PIN=$(PIN)"
+	@echo "make gpu-check       train each kaggle profile a few steps on synthetic data: step time, img/s, memory"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints/kaggle-gpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints/kaggle-gpu.txt -e '.[dev]'
 	@touch $@
 
 demo: $(STAMP)
@@ -69,6 +72,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+gpu-check: $(STAMP)
+	$(BIN)/python -m bench.gpu_check
 
 synth: $(STAMP)
 	$(AN2DL) synth --out $(or $(OUT),data/demo)

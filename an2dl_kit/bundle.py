@@ -26,7 +26,7 @@ from pathlib import Path
 
 from an2dl_kit.errors import KitError
 from an2dl_kit.files import write_json, write_text
-from an2dl_kit.kaggle_settings import KernelConfig, check_no_credentials, kaggle_username, kernel_config
+from an2dl_kit.kaggle_settings import PIN_TYPES, KernelConfig, check_no_credentials, kaggle_username, kernel_config
 from an2dl_kit.provenance import (
     KERNELS_DIR,
     KIT_PACKAGE,
@@ -154,7 +154,8 @@ def load_template(root: Path, task: str) -> dict:
 
 
 def render_metadata(template: Mapping, config: KernelConfig, username: str | None, name: str | None = None) -> dict:
-    """kernel-metadata.json for the kaggle client: the template with the owner, accelerator and sources.
+    """kernel-metadata.json for the kaggle client: the template with the owner, accelerator, image pin and
+    sources. TPU shapes never get here (`kaggle_settings.check_accelerator` refuses them).
 
     A variant `name` is appended to the title and the slug (`AN2DL Mars terrain focal`,
     `an2dl-mars-terrain-focal`): the client refuses a push whose title does not slugify to the slug.
@@ -172,11 +173,13 @@ def render_metadata(template: Mapping, config: KernelConfig, username: str | Non
             raise KitError(f"--name {name!r}: the title {meta['title']!r} does not slugify to {slug!r}")
     meta["id"] = f"{username or USERNAME_PLACEHOLDER}/{slug}"
     shape = config.accelerator
-    meta["enable_gpu"] = shape.lower() not in ("none", "cpu") and not shape.lower().startswith("tpu")
-    meta["enable_tpu"] = shape.lower().startswith("tpu")
-    meta["machine_shape"] = shape if meta["enable_gpu"] or meta["enable_tpu"] else None
-    if meta["machine_shape"] is None:
+    meta["enable_gpu"] = shape.lower() not in ("none", "cpu")
+    meta["enable_tpu"] = False
+    meta["machine_shape"] = shape
+    if not meta["enable_gpu"]:
         del meta["machine_shape"]
+    # The kaggle client (2.2.x) reads `docker_image_pinning_type` (original, latest) and `docker_image`.
+    meta["docker_image_pinning_type" if config.pin in PIN_TYPES else "docker_image"] = config.pin
     meta["enable_internet"] = config.internet
     meta["competition_sources"] = [config.competition] if config.competition else []
     meta["dataset_sources"] = list(config.datasets)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -157,6 +158,7 @@ def _add_kaggle(sub) -> None:
     p.add_argument("--out", type=Path, default=Path("build/kernels"))
     _add_name_arg(p)
     _add_set_arg(p)
+    _add_pin(p)
     p.set_defaults(func=_handler("an2dl_kit.bundle:cli"))
 
     p = sub.add_parser("run-local", help="run the bundled kernel here, in a Kaggle-like folder layout, on CPU")
@@ -182,6 +184,7 @@ def _add_kaggle(sub) -> None:
             p.add_argument("--profile", choices=_profile_choices(), default="kaggle")
             p.add_argument("--force", action="store_true",
                            help="push even if the run's budget exceeds the GPU hours left this week")
+            _add_pin(p)
         if name == "submit":
             p.add_argument("--file", type=Path, help="CSV to submit (default: the newest downloaded output)")
             p.add_argument("--message", help="submission message (the kit commit is appended)")
@@ -203,6 +206,18 @@ def _add_kaggle_reports(sub) -> None:
     p.set_defaults(func=_handler("an2dl_kit.quota:quota_cli"))
 
 
+def _add_pin(p: argparse.ArgumentParser) -> None:
+    """`--pin`: the PIN setting for this command (kaggle_settings reads settings from the environment)."""
+    p.add_argument("--pin", help="kernel image: original (default), latest, or a digest from `kaggle kernels pull -m`")
+
+
+def _add_preflight(sub) -> None:
+    p = sub.add_parser("preflight", help="the kernel's checks here: versions, accelerators, one training step")
+    p.add_argument("--task", choices=_task_choices(), required=True)
+    p.add_argument("--profile", choices=_profile_choices(), default="kaggle")
+    p.set_defaults(func=_handler("an2dl_kit.preflight:cli"))
+
+
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="synthetic data -> bundled kernels run here -> validated, scored CSVs")
     _add_data_arg(p)
@@ -218,13 +233,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true", help="also show TensorFlow's native start-up log")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_synth, _add_inspect, _add_check, _add_score, _add_train, _add_compare, _add_ensemble,
-                _add_kaggle, _add_demo):
+                _add_kaggle, _add_preflight, _add_demo):
         add(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "pin", None):
+        os.environ["PIN"] = args.pin
     try:
         if args.verbose:
             return args.func(args) or 0

@@ -33,6 +33,7 @@ NONE_WORDS = ("none", "null")
 
 
 PRECISIONS: Registry[None] = Registry("precision", dict.fromkeys(runtime.PRECISIONS))
+DETERMINISM: Registry[None] = Registry("determinism", dict.fromkeys(runtime.DETERMINISM))
 
 
 def choice(registry: Registry, **kwargs) -> Any:
@@ -156,12 +157,16 @@ class RunSettings:
         workers: loader threads.
         precision: "auto" (by device) or a Keras policy name.
         run_eagerly: skip graph tracing (about a minute for the full U-Net on a busy CPU); smoke runs only.
+        deterministic: "on" (op determinism, no XLA), "off" (XLA on one GPU), or "auto": on for a CPU, off for
+            accelerators (`runtime.execution_rule` says why). One default for every profile: the `kaggle`
+            profiles get XLA on one GPU and still repeat exactly when they run on a CPU (gpu-check, CI).
     """
 
     budget_s: float | None = bounded(1.0)
     workers: int = bounded(1, 64)
     precision: str = choice(PRECISIONS, default="auto")
     run_eagerly: bool = False
+    deterministic: str = choice(DETERMINISM, default="auto")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -43,7 +43,20 @@ SETTINGS = {
     **{name: value for info in TASKS.values() for name, value in _task_settings(info).items()},
     "ACCELERATOR": ("NvidiaTeslaT4", "Kaggle machine shape (NvidiaTeslaT4 = GPU T4 x2); `none` for CPU"),
     "INTERNET": ("true", "kernel internet access; false needs the weights in an attached dataset"),
+    "PIN": ("original", "kernel image: original (the image of the kernel's first run), latest, or a digest read "
+                        "back with `kaggle kernels pull -m`"),
 }
+# GPU machine shapes the kit knows: shape -> (GPUs, a word of their driver name). The preflight checks the
+# machine against it; other GPU shapes are accepted and need one GPU or more.
+GPU_SHAPES = {"NvidiaTeslaT4": (2, "T4"), "NvidiaL4": (1, "L4"), "NvidiaA100": (1, "A100"), "NvidiaH100": (1, "H100")}
+# Shapes refused before any request, with the reason (one line each).
+REFUSED_SHAPES = {
+    "tpu": "Kaggle's TPU image has only tensorflow-cpu, so TensorFlow cannot drive its TPU; use NvidiaTeslaT4",
+    "nvidiateslap100": "the P100 is retired and Kaggle silently runs T4 x2 instead; request NvidiaTeslaT4 so that "
+                       "the preflight and the provenance describe the machine the kernel gets",
+}
+PIN_TYPES = ("original", "latest")
+DIGEST_RE = re.compile(r"^[A-Za-z0-9_./:@-]*sha256:[0-9a-f]{64}$")
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 SOURCE_RE = re.compile(r"^[A-Za-z0-9_-]+/[A-Za-z0-9_.-]+$")
 # Shorter values (an empty variable, a placeholder) would match ordinary text and refuse every bundle.
@@ -66,6 +79,7 @@ class KernelConfig:
     accelerator: str  # a Kaggle machine shape, or "none"
     internet: bool
     test_rows: int | None
+    pin: str = "original"  # `PIN_TYPES` or an image digest
 
     def as_dict(self) -> dict:
         """JSON-ready fields (a list, not a tuple), as the provenance and metrics.json record them."""
@@ -86,8 +100,26 @@ def kernel_config(task: str, environ: Mapping[str, str] | None = None) -> Kernel
     if rows and not rows.isdigit():
         raise KitError(f"{prefix}_TEST_ROWS: {rows!r} is not a row count")
     return KernelConfig(task=task, competition=setting(f"{prefix}_COMPETITION", environ), datasets=datasets,
-                        accelerator=setting("ACCELERATOR", environ), internet=internet in TRUE_WORDS,
-                        test_rows=int(rows) if rows else None)
+                        accelerator=check_accelerator(setting("ACCELERATOR", environ)),
+                        internet=internet in TRUE_WORDS, test_rows=int(rows) if rows else None,
+                        pin=check_pin(setting("PIN", environ)))
+
+
+def check_accelerator(shape: str) -> str:
+    """The machine shape, unless the kit cannot use it: TPU shapes and the retired P100 (`REFUSED_SHAPES`)."""
+    lowered = shape.lower()
+    for prefix, reason in REFUSED_SHAPES.items():
+        if lowered.startswith(prefix):
+            raise KitError(f"ACCELERATOR: {shape} is refused: {reason}")
+    return shape
+
+
+def check_pin(pin: str) -> str:
+    """`original`, `latest` or an image digest (`...sha256:<64 hex>`, as `kaggle kernels pull -m` shows it)."""
+    if pin in PIN_TYPES or DIGEST_RE.match(pin):
+        return pin
+    raise KitError(f"PIN: {pin!r} is not original, latest or an image digest (...sha256:<64 hex digits>, "
+                   "from `kaggle kernels pull -m` after a good run)")
 
 
 def kaggle_config_path(environ: Mapping[str, str] | None = None) -> Path:

@@ -3,7 +3,9 @@
 `setup_runtime` picks the distribution strategy and the precision policy from what TensorFlow sees:
 TPU -> TPUStrategy with mixed_bfloat16; two or more GPUs -> MirroredStrategy; one GPU -> the default
 strategy; GPUs of compute capability >= 7 (Kaggle's T4) -> mixed_float16; CPU -> float32. Models,
-optimizers and metrics must be created inside `runtime.scope()`.
+optimizers and metrics must be created inside `runtime.scope()`. `execution_rule` then decides op determinism
+and XLA from the device kind, the replica count and the run's `deterministic` setting, and the tasks compile
+with `Runtime.jit_compile`.
 
 Batch and learning-rate rule: the profile's batch size is per replica, so the global batch grows with the
 replica count; the learning rate is scaled by sqrt(replicas), the square-root rule for Adam-family optimizers
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+# The run setting `deterministic`: "auto" is on for a CPU, off for accelerators (see `execution_rule`).
+DETERMINISM = ("auto", "on", "off")
 # Tensor cores (Volta and later: V100, T4, A100...) make float16 matmuls/convs fast from capability 7.0.
 MIXED_FLOAT16_MIN_CAPABILITY = 7.0
 _START = time.monotonic()
@@ -43,6 +47,8 @@ class Runtime:
     replicas: int
     precision: str
     devices: tuple[str, ...] = ()
+    deterministic: bool = False
+    jit_compile: bool = False
 
     def scope(self):
         return self.strategy.scope()
@@ -60,22 +66,69 @@ class Runtime:
             "replicas": self.replicas,
             "precision": self.precision,
             "devices": list(self.devices),
+            "deterministic": self.deterministic,
+            "jit_compile": self.jit_compile,
         }
 
     def describe(self) -> str:
         devices = ", ".join(self.devices) or "CPU"
         return (f"{type(self.strategy).__name__} on {self.kind} x{self.replicas} ({devices}); "
-                f"precision {self.precision}")
+                f"precision {self.precision}; deterministic {'on' if self.deterministic else 'off'}; "
+                f"XLA {'on' if self.jit_compile else 'off'}")
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How a run executes on its devices: what `execution_rule` decides."""
+
+    op_determinism: bool
+    jit_compile: bool
+    precision: str
+
+
+def execution_rule(kind: str, replicas: int, deterministic: str = "auto", capability: float = 0.0,
+                   precision: str = "auto") -> Execution:
+    """Op determinism, XLA and the precision policy for `replicas` devices of `kind` ("cpu", "gpu", "tpu").
+
+    - Determinism on -> TensorFlow op determinism and no XLA: Keras silently drops XLA under op determinism
+      anyway, and forcing it makes TensorFlow refuse MaxPool gradients on a GPU (REFERENCE.md, Kaggle).
+    - One GPU without determinism -> XLA, explicitly (not Keras' "auto", whose answer depends on global state).
+    - Several replicas (MirroredStrategy) -> no XLA: the strategy runs the step without it.
+    - CPU -> no XLA: compiling the full networks costs minutes there and buys nothing.
+    - TPU -> no Keras XLA flag: TPUStrategy compiles the step itself (and the kit refuses TPU shapes).
+
+    `deterministic` is "on", "off" or "auto": on for a CPU, where determinism costs little and tests and
+    local runs must repeat exactly, off for accelerators, where deterministic kernels are slower and would
+    cost a single GPU its XLA. A tri-state keeps one default for every profile and still lets the same
+    `kaggle` profile be deterministic when it runs on a CPU (the gpu-check, CI).
+    """
+    if deterministic not in DETERMINISM:
+        raise ValueError(f"deterministic must be one of {DETERMINISM}, got {deterministic!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    determinism = deterministic == "on" or (deterministic == "auto" and kind == "cpu")
+    jit = kind == "gpu" and replicas == 1 and not determinism
+    chosen = choose_precision(kind, capability) if precision == "auto" else precision
+    return Execution(op_determinism=determinism, jit_compile=jit, precision=chosen)
 
 
 def set_seed(seed: int) -> None:
-    """Seed Python, NumPy and TensorFlow, and ask TensorFlow for deterministic kernels."""
+    """Seed Python, NumPy, Keras and TensorFlow (op determinism is `set_op_determinism`'s, by the rule)."""
     import keras
-    import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
-    with contextlib.suppress(RuntimeError):  # already set in this process
+
+
+def set_op_determinism(enabled: bool) -> None:
+    """Turn TensorFlow op determinism on or off for this process. Off must be possible too: one process may
+    run both (the gpu-check times a step each way; tests run CPU and GPU-shaped configurations)."""
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config  # the public API only has `enable`
+
+    if enabled:
         tf.config.experimental.enable_op_determinism()
+    else:
+        tf_config.disable_op_determinism()
 
 
 def _find_tpu():
@@ -112,8 +165,9 @@ def choose_precision(kind: str, capability: float = 0.0) -> str:
     return "float32"
 
 
-def setup_runtime(seed: int | None = None, precision: str = "auto") -> Runtime:
-    """Seed everything, choose the strategy and precision for this machine, and set the Keras policy."""
+def setup_runtime(seed: int | None = None, precision: str = "auto", deterministic: str = "auto") -> Runtime:
+    """Seed everything, choose the strategy for this machine, and apply `execution_rule`: op determinism, the
+    XLA choice (`Runtime.jit_compile`) and the Keras precision policy."""
     import keras
     import tensorflow as tf
 
@@ -141,10 +195,12 @@ def setup_runtime(seed: int | None = None, precision: str = "auto") -> Runtime:
                     if len(logical_cpus) > 1 else tf.distribute.get_strategy())
         kind, devices = "cpu", ()
 
-    chosen = choose_precision(kind, capability) if precision == "auto" else precision
-    keras.mixed_precision.set_global_policy(chosen)
-    return Runtime(strategy=strategy, kind=kind, replicas=strategy.num_replicas_in_sync,
-                   precision=chosen, devices=devices)
+    replicas = strategy.num_replicas_in_sync
+    rule = execution_rule(kind, replicas, deterministic, capability, precision)
+    set_op_determinism(rule.op_determinism)
+    keras.mixed_precision.set_global_policy(rule.precision)
+    return Runtime(strategy=strategy, kind=kind, replicas=replicas, precision=rule.precision, devices=devices,
+                   deterministic=rule.op_determinism, jit_compile=rule.jit_compile)
 
 
 def library_versions() -> dict[str, str]:

@@ -123,7 +123,7 @@ def total_row(task: str, train_s: float, pessimistic_s: float, tta_s: float, bud
 
 def cells_rows() -> list[Row]:
     from an2dl_kit.augment.cells import CellsAugment
-    from an2dl_kit.models.cells import build_classifier, freeze_backbone, unfreeze_except_batchnorm
+    from an2dl_kit.models.cells import build_classifier, freeze_backbone, unfreeze_except_normalization
     from an2dl_kit.pipeline import Batches
     from an2dl_kit.tasks import resolve_config
     from an2dl_kit.tta import resolve_views
@@ -138,7 +138,7 @@ def cells_rows() -> list[Row]:
     flops = forward_flops(model, CELLS.image_shape)
     freeze_backbone(model)
     head_params = trainable_count(model)
-    unfreeze_except_batchnorm(model)
+    unfreeze_except_normalization(model)
     all_params = trainable_count(model)
     progress("estimate: cells augmentation rate of the kaggle transform")
     images, labels = cells_pool()

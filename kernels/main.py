@@ -30,6 +30,15 @@ task, profile = provenance["task"], provenance["profile"]
 for line in environment_lines(provenance, INPUT, OUTPUT):
     print(line, flush=True)
 
+# Preflight: versions, accelerators and one training step, before any data loads (an2dl_kit/preflight.py).
+from an2dl_kit.preflight import preflight  # noqa: E402
+
+try:
+    for line in preflight(task, profile, provenance["kernel"]["accelerator"]):
+        print(line, flush=True)
+except KitError as error:
+    raise SystemExit(f"an2dl: error: {error}") from None
+
 from an2dl_kit.tasks import run  # noqa: E402  (imports TensorFlow when called)
 
 overrides = {**(provenance.get("overrides") or {}), **({"budget_s": BUDGET} if BUDGET is not None else {})}

@@ -238,6 +238,54 @@ def test_configuration_defaults():
     assert kernel_config("cells", {"CELLS_TEST_ROWS": ""}).test_rows is None
 
 
+@pytest.mark.parametrize("pin, field", [("original", "docker_image_pinning_type"),
+                                        ("latest", "docker_image_pinning_type"),
+                                        ("gcr.io/kaggle-gpu-images/python@sha256:" + "ab" * 32, "docker_image")])
+def test_pin_writes_the_field_the_kaggle_client_reads(clean_env, tmp_path, pin, field):
+    clean_env.setenv("PIN", pin)
+    meta = json.loads(write_bundle("mars", "kaggle", tmp_path).metadata.read_text())
+    assert meta[field] == pin
+    other = {"docker_image_pinning_type", "docker_image"} - {field}
+    assert not other & set(meta)
+
+
+def test_pin_defaults_to_original_and_bad_pins_are_one_line_errors(clean_env, tmp_path):
+    meta = json.loads(write_bundle("cells", "kaggle", tmp_path).metadata.read_text())
+    assert meta["docker_image_pinning_type"] == "original"
+    with pytest.raises(KitError, match=r"^PIN: 'newest' is not original, latest or an image digest"):
+        kernel_config("cells", {"PIN": "newest"})
+
+
+def test_cli_pin_option_sets_the_pin(clean_env, tmp_path):
+    from an2dl_kit.cli import main
+
+    digest = "sha256:" + "0" * 64
+    assert main(["bundle", "--task", "mars", "--out", str(tmp_path), "--pin", digest]) == 0
+    assert json.loads((tmp_path / "mars" / "kernel-metadata.json").read_text())["docker_image"] == digest
+
+
+@pytest.mark.parametrize("shape", ["TpuV5E8", "TpuV6E8", "Tpu1VmV38", "NvidiaTeslaP100"])
+def test_tpu_and_retired_shapes_are_refused_before_any_request(clean_env, tmp_path, monkeypatch, capsys, shape):
+    from an2dl_kit import kaggle_loop
+    from an2dl_kit.cli import main
+
+    clean_env.setenv("ACCELERATOR", shape)
+    with pytest.raises(KitError, match=rf"^ACCELERATOR: {shape} is refused: [^\n]+$"):
+        write_bundle("mars", "kaggle", tmp_path)
+    assert not (tmp_path / "mars").exists()
+    monkeypatch.setattr(kaggle_loop.KaggleSession, "connect", lambda: pytest.fail("a request was made"))
+    assert main(["push", "--task", "mars"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and ("tensorflow-cpu" if shape.startswith("Tpu") else "retired") in error
+
+
+@pytest.mark.parametrize("shape", ["NvidiaL4", "NvidiaA100", "NvidiaH100"])
+def test_single_gpu_shapes_are_requested_as_given(clean_env, tmp_path, shape):
+    clean_env.setenv("ACCELERATOR", shape)
+    meta = json.loads(write_bundle("cells", "kaggle", tmp_path).metadata.read_text())
+    assert (meta["machine_shape"], meta["enable_gpu"], meta["enable_tpu"]) == (shape, True, False)
+
+
 # ---- running the bundle without the kit -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def python_without_kit(tmp_path_factory) -> Path:

@@ -147,3 +147,21 @@ def test_preview_of_none_repeats_the_original():
     images = _images(2)
     grid = aug.preview(images, "none", copies=3)
     assert all((grid[:, k] == images).all() for k in range(3))
+
+
+def test_mix_both_applies_cutmix_then_mixup_to_every_batch(monkeypatch):
+    calls = []
+    monkeypatch.setattr(aug, "cutmix", lambda x, y, rng: (calls.append("cutmix"), (x, y))[1])
+    monkeypatch.setattr(aug, "mixup", lambda x, y, rng: (calls.append("mixup"), (x, y))[1])
+    onehot = np.eye(8, dtype=np.float32)[np.arange(8)]
+    for seed in range(5):
+        aug.mix_batch(_images(8), onehot, np.random.default_rng(seed), 1.0, 1.0, both=True)
+    assert calls == ["cutmix", "mixup"] * 5
+    calls.clear()
+    aug.mix_batch(_images(8), onehot, np.random.default_rng(0), 1.0, 1.0)
+    assert calls == ["cutmix"]  # without `both`, at most one per batch
+
+
+def test_reference_pool_has_the_keras_cv_ops():
+    names = {type(op).__name__ for op in aug.randaugment_ops()}
+    assert {"AutoContrast", "Equalize", "Solarize"} <= names

@@ -71,7 +71,7 @@ def _bn_and_other_weighted_layers(model):
     return bn, other
 
 
-def test_phase_two_freezes_batchnorm_only():
+def test_phase_one_freezes_the_whole_backbone():
     # MobileNet nests its functional model behind a rescaling layer: the case Keras' own propagation misses.
     model, _ = models.build_classifier("mobilenet", "none", input_shape=(32, 32, 3))
     models.freeze_backbone(model)
@@ -79,16 +79,52 @@ def test_phase_two_freezes_batchnorm_only():
     assert all(not layer.trainable for layer in models._all_layers(models.get_backbone(model)))
     assert model.get_layer("head_dense_512").trainable
 
-    models.unfreeze_except_batchnorm(model)
-    bn, other = _bn_and_other_weighted_layers(model)
-    assert len(bn) > 10 and len(other) > 10
-    assert not any(layer.trainable for layer in bn)
+
+# The normalisation kind each pretrained backbone has; fine-tuning must freeze exactly those layers.
+NORMALIZATION_KIND = {"convnext_base": keras.layers.LayerNormalization,
+                      "convnext_large": keras.layers.LayerNormalization,
+                      "efficientnet": keras.layers.BatchNormalization,
+                      "mobilenet": keras.layers.BatchNormalization,
+                      "inception_v3": keras.layers.BatchNormalization}
+
+
+def _split_backbone_layers(model):
+    norm, other = [], []
+    for layer in models._all_layers(models.get_backbone(model))[1:]:
+        if isinstance(layer, models.NORMALIZATION_LAYERS):
+            norm.append(layer)
+        elif layer.weights and not isinstance(layer, keras.Model):
+            other.append(layer)
+    return norm, other
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_BACKBONES else n
+                                  for n in sorted(NORMALIZATION_KIND)])
+def test_fine_tuning_freezes_the_backbones_own_normalisation(name):
+    side = BACKBONES[name].min_size
+    model, _ = models.build_classifier(name, "none", input_shape=(side, side, 3))
+    models.freeze_backbone(model)
+    models.unfreeze_except_normalization(model)
+    norm, other = _split_backbone_layers(model)
+    assert len(norm) > 10 and len(other) > 10
+    assert all(isinstance(layer, NORMALIZATION_KIND[name]) for layer in norm)
+    assert not any(layer.trainable for layer in norm)
     assert all(layer.trainable for layer in other)
     assert all(layer.trainable for layer in model.layers if layer.name.startswith("head_"))
-    frozen = {id(w) for layer in bn for w in layer.weights}
-    trainable = {id(w) for w in model.trainable_weights}
-    assert frozen.isdisjoint(trainable)
-    assert len(model.non_trainable_weights) == 4 * len(bn) + 2  # gamma, beta, mean, var; head BN stats
+    frozen = {id(w) for layer in norm for w in layer.weights}
+    assert frozen.isdisjoint({id(w) for w in model.trainable_weights})
+
+
+@pytest.mark.slow
+def test_reference_fine_tuning_also_freezes_layer_scales_and_the_head_batchnorm():
+    model, _ = models.build_classifier("convnext_base", "none", input_shape=(32, 32, 3))
+    models.unfreeze_except_normalization(model, ("layer_scale", "head_bn"))
+    scales = [layer for layer in models._all_layers(model) if type(layer).__name__ == "LayerScale"]
+    assert len(scales) == 36  # one per ConvNeXt-Base block
+    assert not any(layer.trainable for layer in scales) and not model.get_layer("head_bn").trainable
+    assert model.get_layer("head_dense_512").trainable
+    with pytest.raises(KitError, match="unknown parts"):
+        models.unfreeze_except_normalization(model, ("stem",))
 
 
 def test_unknown_backbone_is_a_kit_error():

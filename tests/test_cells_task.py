@@ -15,7 +15,7 @@ from an2dl_kit.tasks.runner import METRICS_KEYS
 
 EXPECTED_FILES = {"submission.csv", "submission.zip", "test_probs.npz", "model.keras", "history.csv", "metrics.json",
                   "learning_curves.png", "confusion_matrix.png", "augmentation_preview.png"}
-CPU = SimpleNamespace(kind="cpu", scaled_lr=lambda lr: lr)
+CPU = SimpleNamespace(kind="cpu", jit_compile=False, scaled_lr=lambda lr: lr)
 
 
 def test_phases_freeze_then_finetune_only_for_pretrained_backbones():

@@ -106,3 +106,31 @@ def test_configuration_loads_without_tensorflow():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_reference_profile_is_the_notebook_as_it_ran():
+    """REFERENCE.md: what the reference notebook really ran, setting by setting."""
+    from an2dl_kit.tasks.cells_config import FINETUNE_FREEZES, REFERENCE_RESTART_EPOCHS
+
+    ref = resolve_config("cells", "reference")
+    assert (ref.model.backbone, ref.model.weights, ref.model.image_size) == ("convnext_base", "imagenet", None)
+    assert ref.data.val_fraction == 0.2
+    t = ref.training
+    assert (t.batch_size, t.epochs, t.finetune_epochs, t.patience) == (32, 100, 100, 10)
+    assert t.learning_rate == t.finetune_learning_rate == 1e-4
+    assert (t.restart_t_mul, t.lr_floor, t.weight_decay, t.label_smoothing) == (2.0, 0.0, 0.004, 0.0)
+    # 1500 steps x 32 images over 2 copies of 80% of the 11,959 cleaned images: 598 steps per epoch.
+    assert REFERENCE_RESTART_EPOCHS == t.restart_epochs == pytest.approx(1500 / 598, abs=0.01)
+    assert FINETUNE_FREEZES[t.finetune_freeze] == ("layer_scale", "head_bn")
+    a = ref.augmentation
+    assert (a.augment, a.repeats, a.cutmix_p, a.mixup_p, a.mix_both) == ("reference", 2, 1.0, 1.0, True)
+    assert (ref.inference.tta, ref.inference.tta_select) == ("reference", False)
+    assert resolve_config("cells", "kaggle").training.finetune_freeze == "normalization"
+
+
+def test_deterministic_is_a_checked_run_setting():
+    for task in PROFILES:
+        assert resolve_config(task, "kaggle").run.deterministic == "auto"
+        assert resolve_config(task, "smoke", ["deterministic=on"]).run.deterministic == "on"
+        with pytest.raises(KitError, match="deterministic"):
+            resolve_config(task, "smoke", ["deterministic=maybe"])

@@ -68,7 +68,7 @@ def test_plain_cpu_gets_the_default_strategy_in_float32():
     assert rt.strategy is tf.distribute.get_strategy()
     assert keras.mixed_precision.global_policy().name == "float32"
     assert rt.as_dict() == {"strategy": "_DefaultDistributionStrategy", "kind": "cpu", "replicas": 1,
-                            "precision": "float32", "devices": []}
+                            "precision": "float32", "devices": [], "deterministic": True, "jit_compile": False}
 
 
 def test_models_built_in_scope_live_on_the_strategy():
@@ -157,6 +157,55 @@ def test_choose_precision_rule(kind, capability, expected):
     if choose is None:
         pytest.skip("runtime.choose_precision not in runtime.py yet (requested from the lead)")
     assert choose(kind, capability) == expected
+
+
+# (kind, replicas, deterministic) -> (op determinism, jit_compile): every combination.
+RULE_TABLE = [
+    ("cpu", 1, "auto", True, False), ("cpu", 1, "on", True, False), ("cpu", 1, "off", False, False),
+    ("cpu", 2, "auto", True, False), ("cpu", 2, "on", True, False), ("cpu", 2, "off", False, False),
+    ("gpu", 1, "auto", False, True), ("gpu", 1, "on", True, False), ("gpu", 1, "off", False, True),
+    ("gpu", 2, "auto", False, False), ("gpu", 2, "on", True, False), ("gpu", 2, "off", False, False),
+    ("tpu", 8, "auto", False, False), ("tpu", 8, "on", True, False), ("tpu", 8, "off", False, False),
+]
+
+
+@pytest.mark.parametrize(("kind", "replicas", "deterministic", "op_determinism", "jit"), RULE_TABLE)
+def test_execution_rule_table(kind, replicas, deterministic, op_determinism, jit):
+    capability = 7.5 if kind == "gpu" else 0.0
+    rule = runtime.execution_rule(kind, replicas, deterministic, capability)
+    assert (rule.op_determinism, rule.jit_compile) == (op_determinism, jit)
+    assert rule.jit_compile is jit  # explicit booleans, never Keras' "auto"
+    assert rule.precision == runtime.choose_precision(kind, capability)
+    assert not (rule.op_determinism and rule.jit_compile)
+
+
+def test_execution_rule_refuses_unknown_settings():
+    with pytest.raises(ValueError, match="maybe"):
+        runtime.execution_rule("gpu", 1, "maybe")
+    assert runtime.execution_rule("gpu", 1, "off", 7.5, precision="float32").precision == "float32"
+
+
+@pytest.mark.parametrize(("gpus", "deterministic", "op_determinism", "jit"), [
+    ([T4], "auto", False, True), ([T4], "on", True, False), ([T4, T4], "off", False, False),
+])
+def test_setup_runtime_applies_the_rule(fake_gpus, gpus, deterministic, op_determinism, jit):
+    from tensorflow.python.framework.config import is_op_determinism_enabled
+
+    fake_gpus(gpus)
+    rt = setup_runtime(seed=0, deterministic=deterministic)
+    assert (rt.deterministic, rt.jit_compile) == (op_determinism, jit)
+    assert is_op_determinism_enabled() is op_determinism
+    assert f"XLA {'on' if jit else 'off'}" in rt.describe()
+
+
+def test_seed_alone_no_longer_forces_op_determinism(fake_gpus):
+    from tensorflow.python.framework.config import is_op_determinism_enabled
+
+    fake_gpus([T4])
+    setup_runtime(seed=1)
+    assert not is_op_determinism_enabled()
+    setup_runtime(seed=1, deterministic="auto")  # a CPU would turn it on; a GPU does not
+    assert not is_op_determinism_enabled()
 
 
 @pytest.mark.parametrize("replicas", [1, 2, 8])

@@ -2,8 +2,8 @@
 
 Pipelines (the factories `registries.CELLS_AUGMENTATIONS` names):
 - `randaugment1`, `randaugment2`: RandAugment-style, one or two ops per image drawn from the reference
-  solution's pool (colour, geometry, cutout, grid mask, sharpness, hue, channel shuffle and shift,
-  jittered resize).
+  solution's pool (AutoContrast, Equalize, Solarize, colour, geometry, cutout, grid mask, sharpness, hue,
+  channel shuffle and shift, jittered resize).
 - `reference`: the union of the two (each image goes through one of them), as the reference solution
   trained on both augmented copies.
 - `robust`: aimed at the course's shifted hidden test set: cell-preserving geometry (the dihedral group,
@@ -12,7 +12,8 @@ Pipelines (the factories `registries.CELLS_AUGMENTATIONS` names):
   (`Stains`, `Bubbles`). `robust_strong`: the same with most images shifted and degraded.
 - `none`: identity.
 
-Batch-level CutMix and MixUp (`cutmix`, `mixup`) act on one-hot labels after the per-image pipeline.
+Batch-level CutMix and MixUp (`cutmix`, `mixup`) act on one-hot labels after the per-image pipeline: at most
+one of them per batch, or (`mix_both`, the reference notebook's order) CutMix and then MixUp on the result.
 `CellsAugment` ties both into the batch transform that `pipeline.Batches` calls with a per-batch seeded
 generator, and adds per-sample class weights computed from the (possibly mixed) labels.
 """
@@ -166,8 +167,12 @@ class Bubbles(A.ImageOnlyTransform):
 
 
 def randaugment_ops(side: int = CELLS.image_shape[0]) -> list:
-    """The reference solution's RandAugment-style op pool; each op applies when drawn."""
+    """The reference solution's RandAugment-style op pool (keras_cv's AutoContrast, Equalize, Solarize, colour
+    degeneration, contrast, brightness, shear and translate, plus its extra ops); each op applies when drawn."""
     return [
+        A.AutoContrast(p=1.0),
+        A.Equalize(p=1.0),
+        A.Solarize(threshold_range=(0.5, 1.0), p=1.0),
         A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.0, p=1.0),
         A.Affine(rotate=(-30, 30), translate_percent=(-0.1, 0.1), scale=(0.85, 1.15), shear=(-10, 10),
                  border_mode=cv2.BORDER_REFLECT_101, p=1.0),
@@ -290,8 +295,16 @@ def cutmix(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, alpha: float 
     return mixed_x, mixed_y.astype(np.float32)
 
 
-def mix_batch(x, y, rng, cutmix_p: float = 0.0, mixup_p: float = 0.0):
-    """Apply CutMix with probability `cutmix_p`, else MixUp with `mixup_p`, else nothing (whole batch)."""
+def mix_batch(x, y, rng, cutmix_p: float = 0.0, mixup_p: float = 0.0, both: bool = False):
+    """Apply CutMix with probability `cutmix_p`, else MixUp with `mixup_p`, else nothing (whole batch).
+    With `both`, CutMix (probability `cutmix_p`) and then MixUp of its result (`mixup_p`), drawn apart: the
+    reference notebook mixed every batch both ways (both probabilities 1)."""
+    if both:
+        if rng.random() < cutmix_p:
+            x, y = cutmix(x, y, rng)
+        if rng.random() < mixup_p:
+            x, y = mixup(x, y, rng)
+        return x.astype(np.float32), y
     draw = rng.random()
     if draw < cutmix_p:
         return cutmix(x, y, rng)
@@ -312,22 +325,24 @@ class CellsAugment:
             (mixed) label distribution dotted with it, so MixUp/CutMix samples weigh in proportion.
             None gives every sample weight 1.
         cutmix_p, mixup_p: per-batch probabilities of CutMix and of MixUp.
+        mix_both: CutMix then MixUp, each drawn on its own, instead of at most one per batch.
         num_classes: width of the one-hot labels.
     """
 
     def __init__(self, pipeline: str = "robust", class_weights: np.ndarray | None = None,
-                 cutmix_p: float = 0.0, mixup_p: float = 0.0, num_classes: int = CELLS.num_classes):
+                 cutmix_p: float = 0.0, mixup_p: float = 0.0, num_classes: int = CELLS.num_classes,
+                 mix_both: bool = False):
         self.pipeline = pipeline
         self.images = image_augmenter(pipeline)
         self.class_weights = (np.ones(num_classes, np.float32) if class_weights is None
                               else np.asarray(class_weights, np.float32))
-        self.cutmix_p, self.mixup_p = cutmix_p, mixup_p
+        self.cutmix_p, self.mixup_p, self.mix_both = cutmix_p, mixup_p, mix_both
         self.num_classes = num_classes
 
     def __call__(self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator):
         images = self.images(x, rng)
         onehot = np.eye(self.num_classes, dtype=np.float32)[np.asarray(y).reshape(-1)]
-        images, onehot = mix_batch(images, onehot, rng, self.cutmix_p, self.mixup_p)
+        images, onehot = mix_batch(images, onehot, rng, self.cutmix_p, self.mixup_p, self.mix_both)
         return images, onehot, onehot @ self.class_weights
 
 

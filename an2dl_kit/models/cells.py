@@ -219,13 +219,38 @@ def freeze_backbone(model: keras.Model) -> None:
         layer.trainable = False
 
 
-def unfreeze_except_batchnorm(model: keras.Model) -> None:
-    """Phase 2: everything trains except the backbone's BatchNorm layers, whose ImageNet statistics would
-    be wrecked by small, augmented fine-tuning batches."""
+# Normalisation layers of every kind the backbones use: BatchNorm (MobileNet, InceptionV3, EfficientNet),
+# LayerNorm (ConvNeXt), GroupNorm (the small network's input standardisation).
+NORMALIZATION_LAYERS = (layers.BatchNormalization, layers.LayerNormalization, layers.GroupNormalization)
+# Parts that `unfreeze_except_normalization` can keep frozen as well: ConvNeXt's per-channel layer-scale
+# vectors (a Keras-internal `LayerScale` class, matched by name) and the head's BatchNorm.
+EXTRA_FROZEN = ("layer_scale", "head_bn")
+
+
+def _is_extra_frozen(layer, extra: tuple[str, ...]) -> bool:
+    return (("layer_scale" in extra and type(layer).__name__ == "LayerScale")
+            or ("head_bn" in extra and layer.name == "head_bn"))
+
+
+def unfreeze_except_normalization(model: keras.Model, extra: tuple[str, ...] = ()) -> None:
+    """Phase 2: everything trains except the backbone's normalisation layers, whatever their kind, whose
+    ImageNet statistics and affine parameters small, augmented fine-tuning batches would wreck. ConvNeXt has
+    no BatchNorm: freezing only BatchNorm would freeze nothing there.
+
+    Args:
+        extra: parts of `EXTRA_FROZEN` kept frozen too; the reference notebook kept ConvNeXt's layer scales
+            and the head's BatchNorm frozen (`finetune_freeze=reference`).
+    """
+    unknown = set(extra) - set(EXTRA_FROZEN)
+    if unknown:
+        raise KitError(f"unfreeze_except_normalization: unknown parts {sorted(unknown)}; choose from {EXTRA_FROZEN}")
     for layer in _all_layers(model):
         layer.trainable = True
     for layer in _all_layers(get_backbone(model)):
-        if isinstance(layer, layers.BatchNormalization):
+        if isinstance(layer, NORMALIZATION_LAYERS) or _is_extra_frozen(layer, extra):
+            layer.trainable = False
+    for layer in model.layers:
+        if _is_extra_frozen(layer, extra):
             layer.trainable = False
 
 

@@ -43,14 +43,14 @@ def make_metrics() -> list:
 
 def compile_classifier(model, config, runtime) -> None:
     """AdamW (its rate is set every batch by the phase's `Schedule`), label-smoothed cross-entropy, the four
-    metrics. No XLA on a CPU: compiling costs tens of seconds there and buys nothing for these convolutions."""
+    metrics. XLA as `runtime.execution_rule` decides (one GPU without determinism only)."""
     import keras
 
     model.compile(
         optimizer=keras.optimizers.AdamW(learning_rate=0.0, weight_decay=config.training.weight_decay),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.training.label_smoothing),
         metrics=make_metrics(),
-        jit_compile=False if runtime.kind == "cpu" else "auto",
+        jit_compile=runtime.jit_compile,
     )
 
 
@@ -67,9 +67,11 @@ def onehot(labels: np.ndarray) -> np.ndarray:
 
 
 def phases(config, runtime, pretrained: bool) -> list[Phase]:
-    """Pretrained: the head on a frozen backbone, then fine-tuning without the normalisation statistics.
-    From scratch: an optional linear warm-up, then one phase training everything."""
+    """Pretrained: the head on a frozen backbone, then fine-tuning with the normalisation layers (and the
+    `finetune_freeze` extras) kept frozen. From scratch: an optional linear warm-up, then one phase training
+    everything."""
     from an2dl_kit.models import cells as models
+    from an2dl_kit.tasks.cells_config import FINETUNE_FREEZES
 
     t = config.training
 
@@ -92,7 +94,8 @@ def phases(config, runtime, pretrained: bool) -> list[Phase]:
     plan = [Phase("head", t.epochs, schedule(t.learning_rate, t.epochs), compiler(models.freeze_backbone))]
     if t.finetune_epochs > 0:
         plan.append(Phase("finetune", t.finetune_epochs, schedule(t.finetune_learning_rate, t.finetune_epochs),
-                          compiler(models.unfreeze_except_batchnorm)))
+                          compiler(lambda m: models.unfreeze_except_normalization(
+                              m, FINETUNE_FREEZES[t.finetune_freeze]))))
     return plan
 
 
@@ -124,7 +127,8 @@ class CellsHooks(TaskHooks):
         batch = runtime.global_batch(config.training.batch_size)
         weights = class_weight_vector(data.y_train)
         a = config.augmentation
-        augment = CellsAugment(a.augment, class_weights=weights, cutmix_p=a.cutmix_p, mixup_p=a.mixup_p)
+        augment = CellsAugment(a.augment, class_weights=weights, cutmix_p=a.cutmix_p, mixup_p=a.mixup_p,
+                               mix_both=a.mix_both)
         train = Batches(data.x_train, data.y_train, batch_size=batch, transform=augment, seed=config.training.seed,
                         workers=config.run.workers, repeats=a.repeats, min_batch=runtime.replicas)
         m = config.model

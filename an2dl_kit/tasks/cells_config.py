@@ -3,6 +3,12 @@
 - `kaggle`: ConvNeXtBase with ImageNet weights, the reference solution's schedule (frozen phase then
   fine-tuning, patience 10, AdamW + cosine restarts every 4 epochs, doubling), robustness augmentation with
   CutMix/MixUp, two augmented copies per epoch, batch 64 per replica.
+- `reference`: the reference notebook as it actually ran (REFERENCE.md): batch 32, 20% validation, up to 100
+  epochs per phase with patience 10, AdamW with Keras' default weight decay (0.004) and CosineDecayRestarts(1e-4,
+  1500 steps, t_mul 2, alpha 0) in both phases, plain cross-entropy, fine-tuning with the normalisation layers,
+  layer scales and the head's BatchNorm frozen, the RandAugment-style 1- and 2-op pipelines on two copies,
+  CutMix (alpha 1) then MixUp (alpha 0.2) on every batch, always the 8 TTA views. One difference on purpose: the
+  kit validates on clean images (the notebook scored mixed ones).
 - `local`: a small CNN from scratch that trains in 10 minutes on two CPU cores.
 - `smoke`: seconds, for tests.
 """
@@ -18,6 +24,14 @@ from an2dl_kit.registries import BACKBONES, CELLS_AUGMENTATIONS
 from an2dl_kit.registry import Registry
 
 HEAD = (512, 256, 128, 64)
+# Fine-tuning keeps the backbone's normalisation layers frozen, and with `reference` also what the reference
+# notebook kept frozen (`models.cells.EXTRA_FROZEN` parts).
+FINETUNE_FREEZES: Registry[tuple[str, ...]] = Registry(
+    "fine-tuning freeze", {"normalization": (), "reference": ("layer_scale", "head_bn")})
+# The reference's first cosine period, 1500 steps of batch 32, in epochs of the kit's data: 11,959 cleaned
+# images, 80% trained on, two augmented copies -> 19,134 images = 598 steps of 32 per epoch -> 2.51 epochs.
+# Counted in images seen, not steps, it stays the same with the replica count (the kit's batch is per replica).
+REFERENCE_RESTART_EPOCHS = round(1500 * 32 / (2 * (11_959 - round(0.2 * 11_959))), 2)
 
 
 def _weights_request(value: str) -> None:
@@ -60,6 +74,7 @@ class Training:
         epochs, learning_rate: phase 1 (the frozen-backbone phase, or the only phase from scratch).
         finetune_epochs, finetune_learning_rate: phase 2, everything but the normalisation layers (skipped
             from scratch or when 0).
+        finetune_freeze: what phase 2 keeps frozen, a name of `FINETUNE_FREEZES`.
         warmup_epochs: from scratch, a first phase ramping the learning rate up linearly (0: none).
         restart_epochs: the first cosine period, in epochs; restarts follow with periods growing by
             `restart_t_mul`. Planned against the time budget, the periods shrink with the epochs that fit.
@@ -78,6 +93,7 @@ class Training:
     learning_rate: float = bounded(0.0, 1.0)
     finetune_epochs: int = bounded(0)
     finetune_learning_rate: float = bounded(0.0, 1.0)
+    finetune_freeze: str = choice(FINETUNE_FREEZES, default="normalization")
     warmup_epochs: int = bounded(0, default=0)
     restart_epochs: float = bounded(0.01)
     restart_t_mul: float = bounded(1.0)
@@ -95,12 +111,14 @@ class Augmentation:
         augment: a name of `registries.CELLS_AUGMENTATIONS`.
         repeats: augmented copies of the training set per epoch.
         cutmix_p, mixup_p: per-batch probabilities of CutMix and MixUp.
+        mix_both: CutMix and then MixUp, each with its own probability, instead of at most one per batch.
     """
 
     augment: str = choice(CELLS_AUGMENTATIONS)
     repeats: int = bounded(1, 16)
     cutmix_p: float = bounded(0.0, 1.0)
     mixup_p: float = bounded(0.0, 1.0)
+    mix_both: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,6 +141,12 @@ KAGGLE = CellsConfig(
     inference=Inference(tta="reference"),
     run=RunSettings(budget_s=10 * 3600, workers=4),
 )
+REFERENCE = derive(
+    KAGGLE, val_fraction=0.2, batch_size=32, epochs=100, learning_rate=1e-4, finetune_epochs=100,
+    finetune_learning_rate=1e-4, finetune_freeze="reference", restart_epochs=REFERENCE_RESTART_EPOCHS,
+    restart_t_mul=2.0, lr_floor=0.0, weight_decay=0.004, label_smoothing=0.0, patience=10, augment="reference",
+    repeats=2, cutmix_p=1.0, mixup_p=1.0, mix_both=True, tta="reference", tta_select=False,
+)
 LOCAL = derive(
     KAGGLE, backbone="small_cnn", weights="none", image_size=48, batch_size=32, epochs=60, learning_rate=3e-3,
     finetune_epochs=0, finetune_learning_rate=0.0, warmup_epochs=2, restart_epochs=60.0, patience=60,
@@ -133,4 +157,5 @@ SMOKE = derive(
     learning_rate=1e-3, warmup_epochs=0, restart_epochs=1.0, patience=1, seed=0, cutmix_p=0.5, mixup_p=0.5,
     tta="reference", budget_s=120.0,
 )
-PROFILES: Registry[CellsConfig] = Registry("cells profile", {"kaggle": KAGGLE, "local": LOCAL, "smoke": SMOKE})
+PROFILES: Registry[CellsConfig] = Registry(
+    "cells profile", {"kaggle": KAGGLE, "reference": REFERENCE, "local": LOCAL, "smoke": SMOKE})

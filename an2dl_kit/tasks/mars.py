@@ -66,7 +66,7 @@ def training_batches(x: np.ndarray, y: np.ndarray, config, batch_size: int, min_
 
 def build_and_compile(config, runtime):
     """The model, compiled with AdamW (its rate set every batch by the `Schedule`), the configured loss and the
-    leaderboard metrics; returns (model, loss). No XLA on a CPU: minutes of compiling, slower convolutions."""
+    leaderboard metrics; returns (model, loss). XLA as `runtime.execution_rule` decides (never eagerly)."""
     import keras
 
     from an2dl_kit.keras_metrics import mars_metrics
@@ -80,7 +80,7 @@ def build_and_compile(config, runtime):
         optimizer=keras.optimizers.AdamW(learning_rate=0.0, weight_decay=t.weight_decay),
         loss=loss,
         metrics=mars_metrics(MARS.num_classes, never_background=t.never_background),
-        jit_compile=False if runtime.kind == "cpu" or config.run.run_eagerly else "auto",
+        jit_compile=runtime.jit_compile and not config.run.run_eagerly,
         run_eagerly=config.run.run_eagerly,
     )
     return model, loss

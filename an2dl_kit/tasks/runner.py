@@ -179,7 +179,7 @@ def run(task: str, data: Path | None, out_dir: Path, profile: str = "local", *,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     run_data = prepare_data(hooks, config, data)
-    runtime = rt.setup_runtime(config.training.seed, config.run.precision)
+    runtime = rt.setup_runtime(config.training.seed, config.run.precision, config.run.deterministic)
     rt.log(f"{task}: {runtime.describe()}")
     trained = train_members(hooks, config, runtime, run_data, out_dir)
     train_seconds = (time.monotonic() - started, time.process_time() - cpu_started)

@@ -1,0 +1,195 @@
+"""Preflight: what a kernel checks in its first minute, before loading data at scale or training.
+
+A Kaggle image changes under a kernel without notice (REFERENCE.md), and a mismatch found after hours of
+training, or after the data has loaded, wastes a GPU session. `preflight` runs at the top of every kernel
+(`kernels/main.py`, after the banner) and as `an2dl preflight --task T --profile P`:
+
+1. `KERAS_BACKEND=tensorflow`, before Keras loads: the image also has jax and torch.
+2. The versions of the libraries the kit needs against `REQUIREMENTS` (read from the installed metadata,
+   without importing them). A mismatch stops here, before TensorFlow is imported.
+3. On Kaggle, the GPUs the driver lists against the requested machine shape (`kaggle_settings.GPU_SHAPES`).
+4. One training step of the profile's own model, transform and compile settings on a single full-size
+   batch of synthetic data (random initial weights: the ImageNet download is the run's own first step).
+
+Every problem found is named in one block (`PreflightError`): package, found, needed. Versions outside the
+tested range but inside the needed one are only reported.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from an2dl_kit.errors import KitError
+
+# Testing hook and rehearsal: "package=version,..." replaces what the installed metadata says.
+FAKE_VERSIONS_VAR = "AN2DL_FAKE_VERSIONS"
+KAGGLE_RUN_VAR = "KAGGLE_KERNEL_RUN_TYPE"  # set in every Kaggle session, absent elsewhere
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A library version the kit runs with: at least `minimum` and below `below`; CI tests `tested`
+    (the low and high ends of the versions the kit was tested with: constraints/kaggle-gpu.txt and .venv)."""
+
+    minimum: str
+    below: str
+    tested: tuple[str, str]
+
+    def needed(self) -> str:
+        return f">={self.minimum},<{self.below}"
+
+
+REQUIREMENTS = {
+    "tensorflow": Requirement("2.16", "3", ("2.20", "2.21")),
+    "keras": Requirement("3.5", "4", ("3.13", "3.15")),
+    "numpy": Requirement("1.26", "3", ("2.0", "2.4")),
+    "pandas": Requirement("2.0", "4", ("2.2", "3.1")),
+    # 2.x APIs (SquareSymmetry, fill=, strict=True); 2.0.8 is the last MIT-licensed release.
+    "albumentations": Requirement("2.0.8", "3", ("2.0.8", "2.0.8")),
+    "matplotlib": Requirement("3.7", "4", ("3.10", "3.11")),
+}
+
+
+class PreflightError(KitError):
+    """Every problem preflight found, one per line under a heading line."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(f"preflight: {len(problems)} problem(s), stopping before any training\n"
+                         + "\n".join(f"  - {problem}" for problem in problems))
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """The leading numeric release of a version string: "2.20.0rc1" -> (2, 20, 0)."""
+    match = re.match(r"\d+(\.\d+)*", version.strip())
+    return tuple(int(part) for part in match.group(0).split(".")) if match else ()
+
+
+def installed_versions(environ: Mapping[str, str] | None = None) -> dict[str, str | None]:
+    """package -> installed version (None: missing), for every package of `REQUIREMENTS`."""
+    import importlib.metadata
+
+    environ = os.environ if environ is None else environ
+    fake = dict(item.split("=", 1) for item in environ.get(FAKE_VERSIONS_VAR, "").split(",") if "=" in item)
+    found: dict[str, str | None] = {}
+    for package in REQUIREMENTS:
+        try:
+            found[package] = fake.get(package) or importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+def check_versions(found: Mapping[str, str | None]) -> tuple[list[str], list[str]]:
+    """(problems, notes): versions outside the needed range, and versions outside the tested one."""
+    problems, notes = [], []
+    for package, need in REQUIREMENTS.items():
+        version = found.get(package)
+        key = version_key(version or "")
+        if version is None or not version_key(need.minimum) <= key < version_key(need.below):
+            problems.append(f"{package}: found {version or 'not installed'}, needed {need.needed()}")
+        elif not _within(key, *need.tested):
+            notes.append(f"{package} {version}: untested (tested {need.tested[0]} to {need.tested[1]})")
+    return problems, notes
+
+
+def _within(key: tuple[int, ...], low: str, high: str) -> bool:
+    """`key` in [low, high], compared at the precision the bounds are written with ("3.13" covers 3.13.2)."""
+    low_key, high_key = version_key(low), version_key(high)
+    return low_key <= key[:len(low_key)] and key[:len(high_key)] <= high_key
+
+
+def check_accelerators(shape: str, gpus: list[str]) -> list[str]:
+    """Problems with the GPUs the driver lists (`gpus`) for the requested machine shape."""
+    from an2dl_kit.kaggle_settings import GPU_SHAPES
+
+    if shape.lower() in ("none", "cpu"):
+        return []
+    count, word = GPU_SHAPES.get(shape, (None, ""))
+    found = f"{len(gpus)} GPU(s){': ' + '; '.join(gpus) if gpus else ''}"
+    if count is None:
+        return [] if gpus else [f"accelerator {shape}: found {found}, needed at least one GPU"]
+    if len(gpus) != count or not all(word in name for name in gpus):
+        return [f"accelerator {shape}: found {found}, needed {count} x {word}"]
+    return []
+
+
+def synthetic_data(hooks, count: int, seed: int = 0):
+    """A `RunData` of `count` random training images (and a few validation ones) of the task's shapes, every
+    class present (the balanced class weights need each)."""
+    from an2dl_kit.tasks.runner import RunData
+
+    info = hooks.info
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (count, *info.image_shape)).astype(np.uint8)
+    labels = np.arange(count * int(np.prod(info.label_shape, dtype=int))) % len(info.class_names)
+    labels = rng.permutation(labels.astype(np.uint8)).reshape(count, *info.label_shape)
+    inputs = hooks.to_inputs(images)
+    return RunData(inputs, labels, inputs[:8], labels[:8], None, None, {})
+
+
+def training_step(task: str, profile: str, overrides=None) -> str:
+    """Build the profile's augmentation, model and compile settings, and train one full-size batch.
+    Returns a one-line summary; raises whatever the step raises."""
+    from an2dl_kit import config as cfg
+    from an2dl_kit import runtime as rt
+    from an2dl_kit.tasks import resolve_config
+    from an2dl_kit.tasks.runner import hooks_for
+
+    started = time.monotonic()
+    hooks = hooks_for(task)
+    config = resolve_config(task, profile, overrides)
+    if "weights" in cfg.field_names(config):
+        config = cfg.derive(config, weights="none")
+    runtime = rt.setup_runtime(config.training.seed, config.run.precision, config.run.deterministic)
+    count = max(runtime.global_batch(config.training.batch_size), len(hooks.info.class_names))
+    plan = hooks.plan(config, runtime, synthetic_data(hooks, count))
+    with runtime.scope():
+        plan.phases[-1].compile(plan.model)
+    plan.model.train_on_batch(*plan.train[0])
+    return (f"one {plan.phases[-1].name} step of {plan.model.name} on {count} images in "
+            f"{time.monotonic() - started:.0f} s ({runtime.describe()})")
+
+
+def preflight(task: str, profile: str, accelerator: str = "none", environ: Mapping[str, str] | None = None,
+              gpus: list[str] | None = None) -> list[str]:
+    """Run the checks (module docstring); returns report lines, raises `PreflightError` naming every problem.
+
+    Args:
+        accelerator: the requested machine shape (the provenance's kernel settings); checked on Kaggle only,
+            where the kernel runs on what it asked for (`run-local` and the demo run Kaggle shapes on a CPU).
+        gpus: the driver's GPU list (default: `nvidia-smi`, as the banner reads it).
+    """
+    environ = os.environ if environ is None else environ
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+    problems, lines = check_versions(installed_versions(environ))
+    if problems:  # stop before importing TensorFlow with the wrong libraries
+        raise PreflightError(problems)
+    if KAGGLE_RUN_VAR in environ:
+        from an2dl_kit.banner import _gpu_lines
+
+        problems += check_accelerators(accelerator, _gpu_lines() if gpus is None else gpus)
+    if not problems:
+        try:
+            lines.append(training_step(task, profile))
+        except Exception as error:  # any failure of the step is the finding
+            text = (str(error).strip().splitlines() or [""])[0][:300]
+            problems.append(f"training step: {type(error).__name__}: {text}")
+    if problems:
+        raise PreflightError(problems)
+    return ["preflight: versions ok", *lines]
+
+
+def cli(args) -> int:
+    """`an2dl preflight --task T --profile P`: the kernel's checks on this machine."""
+    from an2dl_kit.kaggle_settings import kernel_config
+
+    for line in preflight(args.task, args.profile, kernel_config(args.task).accelerator):
+        print(line)
+    return 0
