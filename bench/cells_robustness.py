@@ -275,6 +275,7 @@ def spread(values: list[float]) -> str:
 def report(results: dict[str, list[dict]], seconds: dict[str, list[tuple[float, float]]]) -> str:
     """Kit vs baseline: clean and corrupted accuracy per seed, then mean and spread; the kit's per-corruption
     and per-severity accuracy (mean over seeds)."""
+    results = {name: runs for name, runs in results.items() if runs}  # --no-baseline leaves it empty
     lines = ["| model | seed | clean | corrupted | training s (CPU s) |", "|---|---|---|---|---|"]
     for name, runs in results.items():
         for seed, (result, (wall, cpu)) in enumerate(zip(runs, seconds[name], strict=True)):
@@ -290,14 +291,15 @@ def report(results: dict[str, list[dict]], seconds: dict[str, list[tuple[float, 
                   f"({'met' if clean >= CLEAN_TARGET and worst_clean >= CLEAN_TARGET - 0.01 else 'missed'}), "
                   f"corrupted >= {CORRUPTED_TARGET} "
                   f"({'met' if bad >= CORRUPTED_TARGET and worst_bad >= CORRUPTED_TARGET - 0.01 else 'missed'})"]
-    lines += ["", "| corruption | kit | baseline |", "|---|---|---|"]
+    header = " | ".join(results)
+    lines += ["", f"| corruption | {header} |", "|---" * (len(results) + 1) + "|"]
     for name in CORRUPTIONS:
         lines.append(f"| {name} | " + " | ".join(
-            f"{np.mean([r['per_corruption'][name] for r in results[m]]):.4f}" for m in ("kit", "baseline")) + " |")
-    lines += ["", "| severity | kit | baseline |", "|---|---|---|"]
+            f"{np.mean([r['per_corruption'][name] for r in runs]):.4f}" for runs in results.values()) + " |")
+    lines += ["", f"| severity | {header} |", "|---" * (len(results) + 1) + "|"]
     for s in range(1, SEVERITIES + 1):
         lines.append(f"| {s} | " + " | ".join(
-            f"{np.mean([r['per_severity'][s] for r in results[m]]):.4f}" for m in ("kit", "baseline")) + " |")
+            f"{np.mean([r['per_severity'][s] for r in runs]):.4f}" for runs in results.values()) + " |")
     return "\n".join(lines)
 
 
@@ -316,15 +318,16 @@ def score(model, clean: np.ndarray, clean_labels: np.ndarray, corrupted: dict, v
     }
 
 
-def train_kit(root: Path, out: Path, budget: float | None, seed: int):
-    """The kit's `local` recipe for one seed; returns (model, its chosen TTA views, wall s, CPU s)."""
+def train_kit(root: Path, out: Path, budget: float | None, seed: int, settings: list[str]):
+    """The kit's `local` recipe (with `--set` overrides) for one seed; returns (model, its chosen TTA views,
+    wall s, CPU s)."""
     import keras
 
     from an2dl_kit.tasks import run
     from an2dl_kit.training import MODEL_FILE
 
     shutil.rmtree(out, ignore_errors=True)  # a fresh run: no resumed backup, no old history rows
-    metrics = run(CELLS.name, root, out, "local", overrides={"budget_s": budget, "seed": seed})
+    metrics = run(CELLS.name, root, out, "local", overrides=[f"budget_s={budget}", f"seed={seed}", *settings])
     model = keras.saving.load_model(out / MODEL_FILE, compile=False)
     return model, tuple(metrics["tta"]["views"]), metrics["seconds"]["training"], metrics["seconds"]["training_cpu"]
 
@@ -334,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--budget", type=float, help="training seconds of each model (default: the local profile's)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1, each trains the kit and the baseline")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a field of the kit's local recipe, e.g. --set image_size=none")
+    parser.add_argument("--no-baseline", action="store_true", help="train the kit only")
     args = parser.parse_args(argv)
 
     root = find_data()
@@ -351,15 +357,18 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[dict]] = {"kit": [], "baseline": []}
     seconds: dict[str, list[tuple[float, float]]] = {"kit": [], "baseline": []}
     for seed in range(args.seeds):
-        model, views, wall, cpu = train_kit(root, args.out / f"run_{seed}", budget, seed)
+        model, views, wall, cpu = train_kit(root, args.out / f"run_{seed}", budget, seed, args.set)
         results["kit"].append(score(model, clean, clean_labels, corrupted, views))
         seconds["kit"].append((wall, cpu))
+        print(f"[bench] seed {seed}: kit {results['kit'][-1]['clean']:.4f} / {results['kit'][-1]['corrupted']:.4f}",
+              file=sys.stderr, flush=True)
+        if args.no_baseline:
+            continue
         model, wall, cpu = train_baseline(root, budget, seed)
         results["baseline"].append(score(model, clean, clean_labels, corrupted, ("identity",)))
         seconds["baseline"].append((wall, cpu))
-        print(f"[bench] seed {seed}: kit {results['kit'][-1]['clean']:.4f} / {results['kit'][-1]['corrupted']:.4f}, "
-              f"baseline {results['baseline'][-1]['clean']:.4f} / {results['baseline'][-1]['corrupted']:.4f}",
-              file=sys.stderr, flush=True)
+        print(f"[bench] seed {seed}: baseline {results['baseline'][-1]['clean']:.4f} / "
+              f"{results['baseline'][-1]['corrupted']:.4f}", file=sys.stderr, flush=True)
     text = report(results, seconds)
     print(text)
     (args.out / "report.md").write_text(text + "\n")
