@@ -1,6 +1,6 @@
 """Keep TensorFlow's C++ start-up log out of the kit's output, unless asked to be verbose.
 
-TensorFlow 2.21 writes its native log lines (oneDNN notes, "could not find cuda drivers", CPU feature
+TensorFlow writes its native log lines (oneDNN notes, "could not find cuda drivers", CPU feature
 hints, dataset attribute warnings) straight to file descriptor 2, before and regardless of
 TF_CPP_MIN_LOG_LEVEL. `quiet_native_log` puts a pipe in front of descriptor 2 and forwards every line that
 is not a native log line, so Python's warnings, tracebacks and the kit's own errors still reach the terminal,
@@ -16,10 +16,12 @@ import sys
 import threading
 from collections.abc import Iterator
 
-# glog/absl line prefix ("I0000 00:00:1796030238.207275   19425 port.cc:153] ..."), its preamble, and the
-# continuation line of the CPU-feature note.
+# absl's line prefix ("I0000 00:00:1796030238.207275   19425 port.cc:153] ...", TensorFlow 2.21), TensorFlow's
+# own ("2026-11-30 09:54:16.868056: I tensorflow/core/util/port.cc:153] ...", 2.20 and Kaggle's image), absl's
+# preamble, and the continuation line of the CPU-feature note.
 NATIVE_LINE = re.compile(
     rb"^(?:[IWEF]\d{4} \d\d:\d\d:[\d.]+\s+\d+ [\w./-]+:\d+\]"
+    rb"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] [\w./-]+:\d+\]"
     rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
     rb"|To enable the following instructions: .*rebuild TensorFlow)"
 )

@@ -127,6 +127,7 @@ with quiet_native_log():
     os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n")
     os.write(2, b"I0000 00:00:1796030238.207275   19425 port.cc:153] oneDNN custom operations are on.\\n")
     os.write(2, b"E0000 00:00:1796029609.243919    8002 cuda_platform.cc:52] failed call to cuInit\\n")
+    os.write(2, b"2026-11-30 09:54:16.868056: I tensorflow/core/util/port.cc:153] oneDNN custom operations\\n")
     print("a Python warning stays", file=sys.stderr, flush=True)
     subprocess.run([sys.executable, "-c", "import os; os.write(2, b'W0000 00:00:1.5 7 a.cc:1] child\\\\n'); "
                     "os.write(2, b'child line stays\\\\n')"])
