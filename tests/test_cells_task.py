@@ -29,7 +29,7 @@ def test_phases_freeze_then_finetune_only_for_pretrained_backbones():
     assert [(p.name, p.epochs, p.schedule.warmup) for p in scratch] == [("train", 40, False)]
     local = resolve_config("cells", "local")
     warm = cells.phases(local, CPU, pretrained=False)
-    assert [(p.name, p.epochs, p.schedule.warmup) for p in warm] == [("warmup", 2, True), ("train", 60, False)]
+    assert [(p.name, p.epochs, p.schedule.warmup) for p in warm] == [("warmup", 2, True), ("train", 200, False)]
     assert warm[1].schedule.first_period == 1.0  # one cosine over the epochs that fit the budget
 
 
