@@ -12,6 +12,7 @@ import contextlib
 import io
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from an2dl_kit.errors import KaggleError, KitError
@@ -127,28 +128,34 @@ class KaggleSession:
             reply = self.api.kernels_status(f"{ref}/{version}" if version else ref)
         return getattr(reply.status, "name", str(reply.status)), reply.failure_message
 
+    def _pages(self, label: str, request, call) -> Iterator:
+        """Every reply of a paginated request: `call(client, request)` sends it, each next page with the last
+        reply's `next_page_token`; more than MAX_PAGES pages is an error rather than an endless loop."""
+        for _ in range(MAX_PAGES):
+            with self._request(label), self.api.build_kaggle_client() as client:
+                reply = call(client, request)
+            yield reply
+            if not reply.next_page_token:
+                return
+            request.page_token = reply.next_page_token
+        raise KaggleError(f"{label}: more than {MAX_PAGES} pages")
+
     def outputs(self, ref: str) -> tuple[list[tuple[str, str]], str]:
         """ListKernelSessionOutput, every page: ([(file name, signed url)], kernel log)."""
         from kagglesdk.kernels.types.kernels_api_service import ApiListKernelSessionOutputRequest
 
-        owner, slug = ref.split("/")
-        files, log, token = [], "", None
-        for _ in range(MAX_PAGES):
-            with self._request(f"ListKernelSessionOutput {ref}"), self.api.build_kaggle_client() as client:
-                request = ApiListKernelSessionOutputRequest()
-                request.user_name, request.kernel_slug = owner, slug
-                if token:
-                    request.page_token = token
-                reply = client.kernels.kernels_api_client.list_kernel_session_output(request)
+        request = ApiListKernelSessionOutputRequest()
+        request.user_name, request.kernel_slug = ref.split("/")
+        files, log = [], ""
+        label = f"ListKernelSessionOutput {ref}"
+        for reply in self._pages(label, request,
+                                 lambda client, r: client.kernels.kernels_api_client.list_kernel_session_output(r)):
             for item in reply.files or []:
                 if not item.file_name or not item.url:
-                    raise KaggleError(f"ListKernelSessionOutput {ref}: a file without a name or url")
+                    raise KaggleError(f"{label}: a file without a name or url")
                 files.append((item.file_name, item.url))
             log = log or reply.log or ""
-            token = reply.next_page_token
-            if not token:
-                return files, log
-        raise KaggleError(f"ListKernelSessionOutput {ref}: more than {MAX_PAGES} pages of outputs")
+        return files, log
 
     def download(self, url: str, dest: Path) -> int:
         """GET a signed output URL into dest via a temporary file; return the byte count."""
@@ -207,19 +214,11 @@ class KaggleSession:
         and drops the next-page token, so the pages are walked here."""
         from kagglesdk.competitions.types.competition_api_service import ApiListSubmissionsRequest
 
-        found, token = [], ""
-        for _ in range(MAX_PAGES):
-            with self._request(f"ListSubmissions {competition}"), self.api.build_kaggle_client() as client:
-                request = ApiListSubmissionsRequest()
-                request.competition_name, request.page_size = competition, SUBMISSIONS_PAGE_SIZE
-                if token:
-                    request.page_token = token
-                reply = client.competitions.competition_api_client.list_submissions(request)
-            found.extend(item for item in reply.submissions or [] if item is not None)
-            token = reply.next_page_token
-            if not token:
-                return found
-        raise KaggleError(f"ListSubmissions {competition}: more than {MAX_PAGES} pages of submissions")
+        request = ApiListSubmissionsRequest()
+        request.competition_name, request.page_size = competition, SUBMISSIONS_PAGE_SIZE
+        replies = self._pages(f"ListSubmissions {competition}", request,
+                              lambda client, r: client.competitions.competition_api_client.list_submissions(r))
+        return [item for reply in replies for item in reply.submissions or [] if item is not None]
 
     def quota(self):
         """GetAcceleratorQuotaStatistics (`kaggle quota`): this week's GPU and TPU hours and the refresh time."""
