@@ -18,7 +18,8 @@ standard deviation and range, with the training's wall-clock seconds and CPU-sec
 wall clock alone understates the budget: "10 minutes on 2 cores" is 1,200 CPU-seconds), and the accuracy per
 corruption and per severity. It skips cleanly when the data is absent.
 
-    nice -n 10 python -m bench.cells_robustness [--seeds 3] [--budget 600] [--out build/bench/cells_robustness]
+    nice -n 10 python -m bench.cells_robustness [--seeds 3] [--baseline-seeds K] [--budget 600] [--set F=V]
+        [--out build/bench/cells_robustness]
 """
 
 from __future__ import annotations
@@ -275,7 +276,7 @@ def spread(values: list[float]) -> str:
 def report(results: dict[str, list[dict]], seconds: dict[str, list[tuple[float, float]]]) -> str:
     """Kit vs baseline: clean and corrupted accuracy per seed, then mean and spread; the kit's per-corruption
     and per-severity accuracy (mean over seeds)."""
-    results = {name: runs for name, runs in results.items() if runs}  # --no-baseline leaves it empty
+    results = {name: runs for name, runs in results.items() if runs}  # --baseline-seeds 0 leaves it empty
     lines = ["| model | seed | clean | corrupted | training s (CPU s) |", "|---|---|---|---|---|"]
     for name, runs in results.items():
         for seed, (result, (wall, cpu)) in enumerate(zip(runs, seconds[name], strict=True)):
@@ -339,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1, each trains the kit and the baseline")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a field of the kit's local recipe, e.g. --set image_size=none")
-    parser.add_argument("--no-baseline", action="store_true", help="train the kit only")
+    parser.add_argument("--baseline-seeds", type=int, metavar="K",
+                        help="train the baseline for the first K seeds only (default: every seed; 0: never)")
     args = parser.parse_args(argv)
 
     root = find_data()
@@ -354,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     corrupted = load_or_make_corrupted(cells, args.out)
     clean = load_cells_test(cells / CELLS.test_file)
     clean_labels = load_labels(cells / LABELS_FILE).reshape(-1)
+    baseline_seeds = args.seeds if args.baseline_seeds is None else args.baseline_seeds
     results: dict[str, list[dict]] = {"kit": [], "baseline": []}
     seconds: dict[str, list[tuple[float, float]]] = {"kit": [], "baseline": []}
     for seed in range(args.seeds):
@@ -362,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds["kit"].append((wall, cpu))
         print(f"[bench] seed {seed}: kit {results['kit'][-1]['clean']:.4f} / {results['kit'][-1]['corrupted']:.4f}",
               file=sys.stderr, flush=True)
-        if args.no_baseline:
+        if seed >= baseline_seeds:
             continue
         model, wall, cpu = train_baseline(root, budget, seed)
         results["baseline"].append(score(model, clean, clean_labels, corrupted, ("identity",)))

@@ -89,11 +89,12 @@ def test_batch_transform_returns_one_hot_labels_and_class_weights():
     weights = np.arange(1, 9, dtype=np.float32)
     transform = aug.CellsAugment("none", class_weights=weights)
     x, y, w = transform(_images(8), labels, np.random.default_rng(0))
-    assert x.dtype == np.float32 and y.shape == (8, 8)
+    assert x.dtype == np.uint8 and y.shape == (8, 8)  # unmixed batches stay uint8
     np.testing.assert_array_equal(y.argmax(axis=1), labels)
     np.testing.assert_allclose(w, weights[labels])
     mixed = aug.CellsAugment("none", class_weights=weights, mixup_p=1.0)
-    _, y, w = mixed(_images(8), labels, np.random.default_rng(0))
+    x, y, w = mixed(_images(8), labels, np.random.default_rng(0))
+    assert x.dtype == np.float32
     np.testing.assert_allclose(w, y @ weights, rtol=1e-6)
 
 
@@ -165,3 +166,21 @@ def test_mix_both_applies_cutmix_then_mixup_to_every_batch(monkeypatch):
 def test_reference_pool_has_the_keras_cv_ops():
     names = {type(op).__name__ for op in aug.randaugment_ops()}
     assert {"AutoContrast", "Equalize", "Solarize"} <= names
+
+
+def test_random_dihedral_draws_all_eight_turns_evenly_and_keeps_pixels():
+    image = np.arange(4 * 4 * 3, dtype=np.uint8).reshape(4, 4, 3)  # no symmetry: all 8 turns differ
+    turns = [np.rot90(candidate, k) for candidate in (image, image[:, ::-1]) for k in range(4)]
+    out = aug.random_dihedral(np.repeat(image[None], 800, axis=0), np.random.default_rng(0))
+    counts = [sum(np.array_equal(o, turn) for o in out) for turn in turns]
+    assert sum(counts) == 800 and min(counts) > 60, counts
+    assert out.dtype == np.uint8
+
+
+def test_batch_dihedral_pipelines_turn_whole_batches_reproducibly():
+    images = _images(6)
+    augment = aug.image_augmenter("robust")
+    first = augment(images, np.random.default_rng(5))
+    assert first.shape == images.shape and first.dtype == np.uint8
+    np.testing.assert_array_equal(first, augment(images, np.random.default_rng(5)))
+    assert set(aug.BATCH_DIHEDRAL) <= set(CELLS_AUGMENTATIONS)
