@@ -80,12 +80,12 @@ def test_truth(task: str, data: Path | None, members: Sequence[Stored]) -> np.nd
     if data is None:
         return None
     from an2dl_kit.data.discover import find_inputs
-    from an2dl_kit.data.io import load_cells_test, load_labels, load_mars_test
+    from an2dl_kit.data.io import TEST_LOADERS, load_labels
 
     path = find_inputs(data).test_file(task)
     if path is None:
         raise KitError(f"{data}: no {task} test file found to score the ensemble against")
-    test = (load_mars_test if task == "mars" else load_cells_test)(path)
+    test = TEST_LOADERS[task](path)
     if fingerprint(test) != members[0].meta.get("test_fingerprint"):
         raise KitError(f"{path}: not the test set the runs predicted; pass the --data they were trained on")
     if not (path.parent / LABELS_FILE).exists():
@@ -130,10 +130,10 @@ def codabench_members(members: Sequence[Stored], weights: np.ndarray) -> list:
 
 def write_submission(task: str, out: Path, labels: np.ndarray) -> str:
     """The leaderboard CSV, checked against the test size before it takes its final name."""
-    from an2dl_kit.submission import check_submission, write_cells_csv, write_mars_csv
+    from an2dl_kit.submission import WRITERS, check_submission
 
     with atomic_path(out / SUBMISSION_CSV) as tmp:
-        (write_mars_csv if task == "mars" else write_cells_csv)(tmp, labels)
+        WRITERS[task](tmp, labels)
         return check_submission(tmp, task, len(labels)).replace(str(tmp), str(out / SUBMISSION_CSV))
 
 
@@ -164,7 +164,9 @@ def ensemble(task: str, runs: Sequence[Path], out: Path, weighting: str = "unifo
 
         write_submission_zip(out / SUBMISSION_ZIP, zip_members)
         files.append(SUBMISSION_ZIP)
-    scores = _scorer(task)
+    from an2dl_kit.metrics import SCORERS
+
+    scores = SCORERS[task]
     member_tests = [scores(truth, mine) for mine in own] if truth is not None else [None] * len(members)
     record = {
         "schema": 1, "task": task, "kind": "ensemble", "weights": weighting, "score": info.score,
@@ -179,12 +181,6 @@ def ensemble(task: str, runs: Sequence[Path], out: Path, weighting: str = "unifo
     }
     write_json(out / METRICS_JSON, record)
     return record
-
-
-def _scorer(task: str):
-    from an2dl_kit.metrics import cells_scores, mars_scores
-
-    return mars_scores if task == "mars" else cells_scores
 
 
 def summary_lines(record: dict) -> list[str]:

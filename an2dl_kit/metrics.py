@@ -92,6 +92,10 @@ def cells_scores(y_true, y_pred) -> dict:
     }
 
 
+# Task name -> (truth, predicted labels) -> scores: the one place a task picks its scorer.
+SCORERS = {CELLS.name: cells_scores, MARS.name: mars_scores}
+
+
 def format_scores(task: str, scores: dict) -> str:
     """Human-readable lines for `an2dl score` and reports."""
     if task == MARS.name:
@@ -129,7 +133,7 @@ def score_files(task: str, pred: str | os.PathLike, labels: str | os.PathLike) -
     predicted, _ = read_checked(pred, task, len(truth))
     if predicted.shape != truth.shape:
         raise SubmissionError(f"{pred}: predictions have shape {predicted.shape}, labels {truth.shape}")
-    return mars_scores(truth, predicted) if info is MARS else cells_scores(truth, predicted)
+    return SCORERS[task](truth, predicted)
 
 
 def cli(args: argparse.Namespace) -> int:

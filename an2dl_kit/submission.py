@@ -82,6 +82,10 @@ def write_mars_csv(path: str | os.PathLike, masks: np.ndarray, chunk_rows: int =
 # --- reading -----------------------------------------------------------------------------------------------
 
 
+# Task name -> (path, labels) -> path written.
+WRITERS = {CELLS.name: write_cells_csv, MARS.name: write_mars_csv}
+
+
 def _lines(path: Path) -> list[bytes]:
     if not path.is_file():
         raise SubmissionError(f"{path}: no such file")

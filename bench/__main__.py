@@ -4,7 +4,7 @@ Each part runs in its own process, because TensorFlow's thread settings (one cor
 rates) can only be made before TensorFlow starts, and a part's models should not share memory or a Keras
 session with the next. A part is a module `bench/<name>.py` with `rows()` (see `bench/common.py`),
 registered in `PARTS`; `--parts a,b` runs a selection. Benchmarks that train for minutes
-(`bench.mars_quality`, `bench.cells_robustness`, `bench.cells_pipeline`) run on their own, outside the
+(`bench.mars_quality`, `bench.cells_robustness`) run on their own, outside the
 five-minute `make bench`.
 """
 

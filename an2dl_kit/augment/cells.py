@@ -280,7 +280,7 @@ def random_dihedral(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 # Pipelines followed by `random_dihedral` on the whole batch: the same distribution as albumentations'
 # SquareSymmetry first (every later op is orientation-free), at a tenth of its cost, which was mostly
-# per-image call overhead and a third of the pipeline's (`bench.cells_pipeline`).
+# per-image call overhead and a third of the pipeline's (`bench.hardware_pipeline`).
 BATCH_DIHEDRAL = ("robust", "robust_strong")
 
 
@@ -347,7 +347,7 @@ class CellsAugment:
     """`(images, integer labels, rng) -> (images 0-255, one-hot labels, sample weights)`.
 
     Images are float32 when the run mixes batches (blends), else uint8: a quarter of the bytes to hand over to
-    the model, which casts them itself (`bench.cells_pipeline`).
+    the model, which casts them itself (`bench.hardware_pipeline`).
 
     Args:
         pipeline: a name in `registries.CELLS_AUGMENTATIONS` (an unknown name is a `KitError`).

@@ -217,6 +217,11 @@ def load_mars_test(path: str | os.PathLike) -> np.ndarray:
     return _as_pixels(path, "test_set", test, np.float32)
 
 
+
+# Task name -> test-file loader.
+TEST_LOADERS = {CELLS.name: load_cells_test, MARS.name: load_mars_test}
+
+
 def load_labels(path: str | os.PathLike) -> np.ndarray:
     """Read `labels` from a `test_labels.npz`: int64 (M,) for cells or (M, 64, 128) for mars.
 
