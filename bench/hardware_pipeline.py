@@ -29,8 +29,9 @@ PART = "pipeline"
 TARGET = 0.9
 # Timed epochs as long as real ones, so that each epoch's start-up (loader threads, a first batch nobody
 # prefetched) weighs what it weighs in training: cells `local` trains 2,160 images in batches of 32 per epoch
-# (6-batch epochs made the pipeline look 0.55x, mostly start-up); Mars, ~10x slower per image on a CPU, a
-# quarter of its ~170-batch epoch, so its ratio is a lower bound.
+# (6-batch epochs made the pipeline look 0.55x, mostly start-up). Mars, ~10x slower per image on a CPU: 40
+# batches of tiles, which the profile's half-pass epochs make ~22-batch epochs (real ones hold ~170), so its
+# ratio is a lower bound.
 STEPS = 67
 MARS_STEPS = 40
 SEED = 0

@@ -217,7 +217,6 @@ def load_mars_test(path: str | os.PathLike) -> np.ndarray:
     return _as_pixels(path, "test_set", test, np.float32)
 
 
-
 # Task name -> test-file loader.
 TEST_LOADERS = {CELLS.name: load_cells_test, MARS.name: load_mars_test}
 
