@@ -79,11 +79,11 @@ def write_mars_csv(path: str | os.PathLike, masks: np.ndarray, chunk_rows: int =
     return path
 
 
-# --- reading -----------------------------------------------------------------------------------------------
-
-
 # Task name -> (path, labels) -> path written.
 WRITERS = {CELLS.name: write_cells_csv, MARS.name: write_mars_csv}
+
+
+# --- reading -----------------------------------------------------------------------------------------------
 
 
 def _lines(path: Path) -> list[bytes]:

@@ -19,8 +19,7 @@ per-seed rows, then mean, standard deviation and range, with the training's wall
 CPU-seconds), and the accuracy per corruption and per severity. It skips cleanly when the data is absent.
 
     nice -n 10 python -m bench.cells_robustness [--seeds 3] [--baseline-seeds K] [--kit-seeds K] [--budget 600]
-        [--set F=V]
-        [--out build/bench/cells_robustness]
+        [--set F=V] [--out build/bench/cells_robustness]
 """
 
 from __future__ import annotations
@@ -197,15 +196,12 @@ def find_data() -> Path | None:
     return root
 
 
-def load_or_make_corrupted(cells: Path, out: Path) -> dict[str, np.ndarray]:
-    from an2dl_kit.data.io import load_cells_test, load_labels
-
+def load_or_make_corrupted(images: np.ndarray, labels: np.ndarray, out: Path) -> dict[str, np.ndarray]:
+    """The corrupted copy of the clean test images, cached in `out`."""
     cache = out / "test_corrupted.npz"
     if cache.exists():
         with np.load(cache) as data:
             return {key: data[key] for key in data.files}
-    images = load_cells_test(cells / CELLS.test_file)
-    labels = load_labels(cells / LABELS_FILE).reshape(-1)
     start = time.monotonic()
     copy = corrupted_copy(images, labels)
     out.mkdir(parents=True, exist_ok=True)
@@ -369,9 +365,9 @@ def main(argv: list[str] | None = None) -> int:
 
     budget = args.budget or resolve_config(CELLS.name, "local").run.budget_s
     cells = root / CELLS.name
-    corrupted = load_or_make_corrupted(cells, args.out)
     clean = load_cells_test(cells / CELLS.test_file)
     clean_labels = load_labels(cells / LABELS_FILE).reshape(-1)
+    corrupted = load_or_make_corrupted(clean, clean_labels, args.out)
     baseline_seeds = args.seeds if args.baseline_seeds is None else args.baseline_seeds
     kit_seeds = args.seeds if args.kit_seeds is None else args.kit_seeds
     results: dict[str, list[dict]] = {"kit": [], "baseline": []}

@@ -104,7 +104,7 @@ def summary_rows(results: dict[str, list[dict]]) -> list[Row]:
 
 
 def run_all(data: Path, out: Path, budget: float, seeds: int, recipe_baseline: bool,
-            baseline_width: float, baseline_seeds: int | None = None) -> list[Row]:
+            baseline_width: float, baseline_seeds: int) -> list[Row]:
     from an2dl_kit.tasks import resolve_config, run
 
     named = variants(recipe_baseline, baseline_width)
@@ -114,7 +114,7 @@ def run_all(data: Path, out: Path, budget: float, seeds: int, recipe_baseline: b
     rows = []
     for seed in range(seeds):
         for name, overrides in named.items():
-            if name != "enhanced" and baseline_seeds is not None and seed >= baseline_seeds:
+            if name != "enhanced" and seed >= baseline_seeds:
                 continue
             progress(f"seed {seed}: training {name} for up to {budget:.0f} s")
             metrics = run(MARS.name, data, out / f"{name.replace('+', '_')}_{seed}", "local",
@@ -134,6 +134,7 @@ def rows(budget: float | None = None, out: Path = DEFAULT_OUT, seeds: int = 3, r
     if data is None:
         return [Row(PART, "skipped", "-", "-", "real stand-in data (../shared/data/mars) not available")]
     budget = budget or resolve_config(MARS.name, "local").run.budget_s
+    baseline_seeds = seeds if baseline_seeds is None else baseline_seeds
     return run_all(data, Path(out), budget, seeds, recipe_baseline, baseline_width, baseline_seeds)
 
 
