@@ -86,6 +86,22 @@ def test_preview_rows_show_one_image_per_class_first():
     assert sorted(labels[rows]) == [0, 1, 2]
 
 
+def test_the_shifted_validation_copy_is_seeded_and_keeps_the_labels():
+    rng = np.random.default_rng(0)
+    x_val = rng.integers(0, 256, (12, 96, 96, 3), dtype=np.uint8)
+    data = SimpleNamespace(x_val=x_val, y_val=np.arange(12) % 8)
+    config = resolve_config("cells", "smoke", ["tta_select_shift=robust_strong"])
+    images, labels, what = cells.HOOKS.shifted_validation(config, data)
+    again, _, _ = cells.HOOKS.shifted_validation(config, data)
+    other_seed, _, _ = cells.HOOKS.shifted_validation(resolve_config(
+        "cells", "smoke", ["tta_select_shift=robust_strong", "seed=1"]), data)
+    assert images.shape == x_val.shape and images.dtype == np.uint8
+    assert labels is data.y_val and what == "their robust_strong copy"
+    assert np.array_equal(images, again) and not np.array_equal(images, other_seed)
+    assert not np.array_equal(images, x_val)
+    assert cells.HOOKS.shifted_validation(resolve_config("cells", "smoke", ["tta_select_shift=none"]), data) is None
+
+
 @pytest.fixture(scope="module")
 def smoke_run(synthetic_dir, tmp_path_factory):
     from an2dl_kit.cli import main
@@ -109,7 +125,10 @@ def test_smoke_run_writes_every_file_and_a_valid_submission(smoke_run, synthetic
     assert (metrics["task"], metrics["profile"]) == ("cells", "smoke")
     assert metrics["overrides"] == {"tta": "identity,flip_lr"}
     assert metrics["config"]["inference"]["tta"] == "identity,flip_lr"
-    assert metrics["tta"]["views"] == ["identity", "flip_lr"]
+    selection = metrics["tta"]["selection"]
+    assert selection["images"] == f"{metrics['samples']['validation']} validation images + their robust_strong copy"
+    assert metrics["tta"]["views"] == (["identity", "flip_lr"] if selection["views"] >= selection["identity"]
+                                       else ["identity"])
     assert metrics["phases"][0]["name"] == "train" and "history" not in metrics["phases"][0]
     assert len(metrics["validation"]["confusion_matrix"]) == 8
     assert metrics["tta"]["gain"] == pytest.approx(metrics["validation_tta"]["accuracy"]

@@ -59,12 +59,14 @@ def test_summary_lines_show_both_validations_and_the_gain():
     hooks = runner.hooks_for("cells")
     scores = {"accuracy": 0.5, "precision": 0.4, "recall": 0.3, "f1": 0.2}
     metrics = {"validation": scores, "validation_tta": {**scores, "accuracy": 0.6}, "test": None,
-               "tta": {"configured": ["identity", "flip_lr"], "views": ["identity", "flip_lr"], "gain": 0.1},
+               "tta": {"configured": ["identity", "flip_lr"], "views": ["identity", "flip_lr"], "gain": 0.1,
+                       "selection": {"images": "8 validation images + a copy", "identity": 0.5, "views": 0.5625}},
                "postprocess": {}}
     lines = runner.summary_lines(hooks, metrics)
     assert lines[0].startswith("validation ") and "accuracy 0.5000" in lines[0]
     assert "accuracy 0.6000" in lines[1]
-    assert lines[2] == "TTA gain +0.1000 (2 views); submitted with identity, flip_lr"
+    assert lines[2] == ("TTA gain +0.1000 (2 views); submitted with identity, flip_lr, chosen on 8 validation "
+                        "images + a copy (0.5000 -> 0.5625)")
     assert len(lines) == 3
 
 
@@ -132,11 +134,32 @@ def test_tta_selection_keeps_identity_when_the_other_views_hurt():
     data = runner.RunData(_side_images(labels), labels, _side_images(labels), labels, _side_images(labels),
                           labels, cleaning={})
     plan = runner.TrainingPlan(_SideModel(), None, None, [], {}, batch_size=4)
-    config = resolve_config("cells", "smoke", ["tta=identity,flip_lr"])
+    config = resolve_config("cells", "smoke", ["tta=identity,flip_lr", "tta_select_shift=none"])
     results = runner.evaluate(hooks, config, plan, data)
     assert results.validation["accuracy"] == 1.0 and results.validation_tta["accuracy"] == 0.5
     assert results.views == ("identity",)
+    assert results.selection == {"images": "16 validation images", "identity": 1.0, "views": 0.5}
     assert results.test_tta["accuracy"] == 1.0 and results.test_labels.tolist() == labels.tolist()
     forced = runner.evaluate(hooks, resolve_config("cells", "smoke", ["tta=identity,flip_lr",
                                                                       "tta_select=false"]), plan, data)
     assert forced.views == ("identity", "flip_lr") and forced.test_tta["accuracy"] == 0.5
+    assert forced.selection == {}
+
+
+def test_a_shifted_validation_copy_can_outvote_the_clean_images(monkeypatch):
+    """Views that cost 8 of 16 clean validation images but win all 16 shifted ones are kept: the decision
+    pools both sets (24 of 32 right with the views, 16 without)."""
+    from an2dl_kit.tasks import resolve_config
+
+    hooks = runner.hooks_for("cells")
+    labels = np.array([0, 1] * 8)
+    data = runner.RunData(_side_images(labels), labels, _side_images(labels), labels, None, None, cleaning={})
+    plan = runner.TrainingPlan(_SideModel(), None, None, [], {}, batch_size=4)
+    # Class-1 cells whose bright pixel sits left: identity calls them 0, the flip-averaged prediction 1.
+    shifted = (_side_images(np.zeros(16, int)), np.ones(16, int), "a shifted copy")
+    monkeypatch.setattr(hooks, "shifted_validation", lambda config, data: shifted)
+    results = runner.evaluate(hooks, resolve_config("cells", "smoke", ["tta=identity,flip_lr"]), plan, data)
+    assert results.validation_tta["accuracy"] == 0.5
+    assert results.selection == {"images": "16 validation images + a shifted copy", "identity": 0.5,
+                                 "views": 0.75}
+    assert results.views == ("identity", "flip_lr")

@@ -99,7 +99,8 @@ class TrainingPlan:
 @dataclass
 class Results:
     """Scores and labels after training. `validation_tta` scores the configured TTA views; `views` are the
-    ones the submission uses (`choose_views`), `postprocess` what the task chose on validation. With several
+    ones the submission uses (`choose_views`, on the images `selection` describes), `postprocess` what the task
+    chose on validation. With several
     members, `members` holds each one's validation scores and `model_files` every member's model."""
 
     validation: dict
@@ -110,6 +111,7 @@ class Results:
     test: dict | None = None
     test_tta: dict | None = None
     postprocess: dict = field(default_factory=dict)
+    selection: dict = field(default_factory=dict)
     members: list[dict] = field(default_factory=list)
     model_files: tuple[str, ...] = (MODEL_FILE,)
 
@@ -131,6 +133,11 @@ class TaskHooks:
 
     def plan(self, config, runtime, data: RunData) -> TrainingPlan:
         raise NotImplementedError
+
+    def shifted_validation(self, config, data: RunData) -> tuple[np.ndarray, np.ndarray, str] | None:
+        """A shifted copy of the validation set that joins it in the TTA decision: (inputs, labels, what it is);
+        none by default."""
+        return None
 
     def choose_postprocess(self, config, y_val: np.ndarray, probabilities: np.ndarray, plain: dict) -> dict:
         """Post-processing settings chosen on validation (passed to `to_labels`); none by default."""
@@ -351,13 +358,34 @@ def predict_views(model, x: np.ndarray, views: tuple[str, ...], dense: bool,
     return identity, total / len(views)
 
 
-def choose_views(config, score: str, views: tuple[str, ...], plain: dict, merged: dict) -> tuple[str, ...]:
-    """The configured views, unless they lower the validation score and `tta_select` is on: then identity."""
-    if config.inference.tta_select and merged[score] < plain[score]:
-        rt.log(f"TTA views {', '.join(views)} lower validation {score} ({plain[score]:.4f} -> "
-               f"{merged[score]:.4f}): predicting without them")
+def choose_views(score: str, views: tuple[str, ...], selection: dict) -> tuple[str, ...]:
+    """The configured views, unless they lower the score on the `selection` images (`selection_scores`; empty
+    when there is nothing to decide): then identity."""
+    if selection and selection["views"] < selection["identity"]:
+        rt.log(f"TTA views {', '.join(views)} lower {score} on {selection['images']} ({selection['identity']:.4f}"
+               f" -> {selection['views']:.4f}): predicting without them")
         return ("identity",)
     return views
+
+
+def selection_scores(hooks: TaskHooks, config, plan: TrainingPlan, data: RunData, views: tuple[str, ...],
+                     identity: np.ndarray, mean: np.ndarray) -> dict:
+    """The task's score without and with `views` on the images the TTA decision sees: the validation set
+    (`identity`, `mean`: its probabilities), joined by `TaskHooks.shifted_validation` where the task has one.
+    Empty without `tta_select` or other views than identity."""
+    if not config.inference.tta_select or views == ("identity",):
+        return {}
+    score = hooks.info.score
+    shifted = hooks.shifted_validation(config, data)
+    truth, described = data.y_val, f"{len(data.y_val)} validation images"
+    if shifted is not None:
+        x, y, what = shifted
+        shifted_identity, shifted_mean = predict_views(plan.model, x, views, hooks.dense, plan.batch_size)
+        identity, mean = np.concatenate([identity, shifted_identity]), np.concatenate([mean, shifted_mean])
+        truth = np.concatenate([truth, y])
+        described += f" + {what}"
+    plain, merged = (hooks.scores(truth, hooks.to_labels(probs, config, {}))[score] for probs in (identity, mean))
+    return {"images": described, "identity": plain, "views": merged}
 
 
 def validation_views(hooks: TaskHooks, config, plan: TrainingPlan, data: RunData,
@@ -387,12 +415,13 @@ def evaluate(hooks: TaskHooks, config, plan: TrainingPlan, data: RunData, sink=N
     identity, mean, members = validation_views(hooks, config, plan, data, configured)
     validation = hooks.scores(data.y_val, hooks.to_labels(identity, config, {}))
     validation_tta = hooks.scores(data.y_val, hooks.to_labels(mean, config, {}))
-    views = choose_views(config, hooks.info.score, configured, validation, validation_tta)
+    selection = selection_scores(hooks, config, plan, data, configured, identity, mean)
+    views = choose_views(hooks.info.score, configured, selection)
     merged = mean if views == configured else identity
     chosen_scores = validation_tta if views == configured else validation
     postprocess = hooks.choose_postprocess(config, data.y_val, merged, chosen_scores)
     results = Results(validation, validation_tta, views, hooks.to_labels(merged, config, postprocess),
-                      postprocess=postprocess, members=members)
+                      postprocess=postprocess, selection=selection, members=members)
     if data.x_test is None:
         return results
     plain, submitted = [], []
@@ -449,7 +478,7 @@ def metrics_record(hooks: TaskHooks, config, *, profile: str, overrides, provena
         "phases": [phase.summary() for phase in phases],
         "validation": results.validation, "validation_tta": results.validation_tta,
         "tta": {"configured": list(resolve_views(config.inference.tta)), "views": list(results.views),
-                "gain": results.validation_tta[score] - results.validation[score]},
+                "gain": results.validation_tta[score] - results.validation[score], "selection": results.selection},
         "postprocess": results.postprocess, "test": results.test, "test_tta": results.test_tta,
         "members": [{**record, **scores} for record, scores in zip(members, results.members, strict=True)],
         "details": plan.details(), "seconds": {k: round(v, 2) for k, v in seconds.items()}, "files": files,
@@ -470,11 +499,17 @@ def summary_lines(hooks: TaskHooks, metrics: dict) -> list[str]:
     lines = [hooks.score_line("validation", metrics["validation"]),
              hooks.score_line("validation+TTA", metrics["validation_tta"]),
              f"TTA gain {metrics['tta']['gain']:+.4f} ({len(metrics['tta']['configured'])} views); "
-             f"submitted with {', '.join(metrics['tta']['views'])}"
+             f"submitted with {', '.join(metrics['tta']['views'])}" + _selection_text(metrics["tta"]["selection"])
              + "".join(f"; {k} {v:.4g}" for k, v in metrics["postprocess"].items())]
     if metrics["test"] is not None:
         lines += [hooks.score_line("test", metrics["test"]), hooks.score_line("test+TTA", metrics["test_tta"])]
     return lines
+
+
+def _selection_text(selection: dict) -> str:
+    if not selection:
+        return ""
+    return f", chosen on {selection['images']} ({selection['identity']:.4f} -> {selection['views']:.4f})"
 
 
 def compare(task: str, data: Path | None, out_dir: Path, profile: str,
