@@ -15,7 +15,7 @@ Targets: the `local` profile's submitted masks reach mIoU >= 0.65 and big-rock I
 15 minutes of training on 2 cores, no seed more than 0.01 below, and beat the plain U-Net of the same budget.
 
     nice -n 10 .venv/bin/python -m bench.mars_quality [--seeds 3] [--budget 900] [--out build/bench/mars_quality]
-        [--recipe-baseline] [--baseline-width 1.0] [--baseline-seeds K]
+        [--recipe-baseline] [--baseline-width 1.0] [--baseline-seeds K] [--set FIELD=VALUE ...]
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ def find_data() -> Path | None:
     return root if root is not None and (root / MARS.name / LABELS_FILE).is_file() else None
 
 
-def variants(recipe_baseline: bool, baseline_width: float = 1.0) -> dict[str, dict]:
-    out = {"enhanced": {}, "plain": {**PLAIN_RECIPE, "width": baseline_width}}
+def variants(recipe_baseline: bool, baseline_width: float = 1.0, settings: dict | None = None) -> dict[str, dict]:
+    """Each variant's overrides of the `local` profile; `settings` change the kit's (`enhanced`) only."""
+    out = {"enhanced": dict(settings or {}), "plain": {**PLAIN_RECIPE, "width": baseline_width}}
     if recipe_baseline:
         out["plain+recipe"] = {**KIT_RECIPE_ON_PLAIN, "width": baseline_width}
     return out
@@ -104,10 +105,10 @@ def summary_rows(results: dict[str, list[dict]]) -> list[Row]:
 
 
 def run_all(data: Path, out: Path, budget: float, seeds: int, recipe_baseline: bool,
-            baseline_width: float, baseline_seeds: int) -> list[Row]:
+            baseline_width: float, baseline_seeds: int, settings: dict) -> list[Row]:
     from an2dl_kit.tasks import resolve_config, run
 
-    named = variants(recipe_baseline, baseline_width)
+    named = variants(recipe_baseline, baseline_width, settings)
     for overrides in named.values():  # every variant is checked before the first one trains
         resolve_config(MARS.name, "local", {**overrides, "budget_s": budget})
     results: dict[str, list[dict]] = {name: [] for name in named}
@@ -127,7 +128,8 @@ def run_all(data: Path, out: Path, budget: float, seeds: int, recipe_baseline: b
 
 
 def rows(budget: float | None = None, out: Path = DEFAULT_OUT, seeds: int = 3, recipe_baseline: bool = False,
-         baseline_width: float = 1.0, baseline_seeds: int | None = None) -> list[Row]:
+         baseline_width: float = 1.0, baseline_seeds: int | None = None, settings: list[str] = ()) -> list[Row]:
+    from an2dl_kit.config import parse_assignments
     from an2dl_kit.tasks import resolve_config
 
     data = find_data()
@@ -135,7 +137,8 @@ def rows(budget: float | None = None, out: Path = DEFAULT_OUT, seeds: int = 3, r
         return [Row(PART, "skipped", "-", "-", "real stand-in data (../shared/data/mars) not available")]
     budget = budget or resolve_config(MARS.name, "local").run.budget_s
     baseline_seeds = seeds if baseline_seeds is None else baseline_seeds
-    return run_all(data, Path(out), budget, seeds, recipe_baseline, baseline_width, baseline_seeds)
+    return run_all(data, Path(out), budget, seeds, recipe_baseline, baseline_width, baseline_seeds,
+                   parse_assignments(settings))
 
 
 def cli(argv: list[str] | None = None) -> int:
@@ -149,10 +152,12 @@ def cli(argv: list[str] | None = None) -> int:
                         help="width multiplier of the plain U-Net (1.0: 32/64/128 filters)")
     parser.add_argument("--baseline-seeds", type=int, metavar="K",
                         help="train the baselines for the first K seeds only (default: every seed)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a field of the kit's local recipe, e.g. --set oversample_big_rock=5")
     add_rows_option(parser)
     args = parser.parse_args(argv)
     emit(rows(args.budget, args.out, args.seeds, args.recipe_baseline, args.baseline_width,
-              args.baseline_seeds), args.rows)
+              args.baseline_seeds, args.set), args.rows)
     return 0
 
 

@@ -86,20 +86,21 @@ def test_preview_rows_show_one_image_per_class_first():
     assert sorted(labels[rows]) == [0, 1, 2]
 
 
-def test_the_shifted_validation_copy_is_seeded_and_keeps_the_labels():
-    rng = np.random.default_rng(0)
-    x_val = rng.integers(0, 256, (12, 96, 96, 3), dtype=np.uint8)
+def test_the_shifted_validation_copy_follows_its_generator_and_keeps_the_labels():
+    x_val = np.random.default_rng(0).integers(0, 256, (12, 96, 96, 3), dtype=np.uint8)
     data = SimpleNamespace(x_val=x_val, y_val=np.arange(12) % 8)
     config = resolve_config("cells", "smoke", ["tta_select_shift=robust_strong"])
-    images, labels, what = cells.HOOKS.shifted_validation(config, data)
-    again, _, _ = cells.HOOKS.shifted_validation(config, data)
-    other_seed, _, _ = cells.HOOKS.shifted_validation(resolve_config(
-        "cells", "smoke", ["tta_select_shift=robust_strong", "seed=1"]), data)
+
+    def copy(seed):
+        return cells.HOOKS.shifted_validation(config, data, np.random.default_rng(seed))
+
+    images, labels, what = copy(0)
     assert images.shape == x_val.shape and images.dtype == np.uint8
     assert labels is data.y_val and what == "their robust_strong copy"
-    assert np.array_equal(images, again) and not np.array_equal(images, other_seed)
+    assert np.array_equal(images, copy(0)[0]) and not np.array_equal(images, copy(1)[0])
     assert not np.array_equal(images, x_val)
-    assert cells.HOOKS.shifted_validation(resolve_config("cells", "smoke", ["tta_select_shift=none"]), data) is None
+    none = resolve_config("cells", "smoke", ["tta_select_shift=none"])
+    assert cells.HOOKS.shifted_validation(none, data, np.random.default_rng(0)) is None
 
 
 @pytest.fixture(scope="module")

@@ -157,7 +157,7 @@ def test_a_shifted_validation_copy_can_outvote_the_clean_images(monkeypatch):
     plan = runner.TrainingPlan(_SideModel(), None, None, [], {}, batch_size=4)
     # Class-1 cells whose bright pixel sits left: identity calls them 0, the flip-averaged prediction 1.
     shifted = (_side_images(np.zeros(16, int)), np.ones(16, int), "a shifted copy")
-    monkeypatch.setattr(hooks, "shifted_validation", lambda config, data: shifted)
+    monkeypatch.setattr(hooks, "shifted_validation", lambda config, data, rng: shifted)
     results = runner.evaluate(hooks, resolve_config("cells", "smoke", ["tta=identity,flip_lr"]), plan, data)
     assert results.validation_tta["accuracy"] == 0.5
     assert results.selection == {"images": "16 validation images + a shifted copy", "identity": 0.5,

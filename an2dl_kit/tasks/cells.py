@@ -25,8 +25,6 @@ CONFUSION_PNG = "confusion_matrix.png"
 PREVIEW_PNG = "augmentation_preview.png"
 PREVIEW_IMAGES = 8
 PREVIEW_COPIES = 8
-# Seeds the shifted validation copy apart from the training augmentation's stream.
-SHIFTED_VALIDATION_STREAM = 7
 
 
 def make_metrics() -> list:
@@ -144,14 +142,14 @@ class CellsHooks(TaskHooks):
                             phases(config, runtime, weights_used != "none"), info,
                             details=lambda: {"class_weights": weights.tolist()}, batch_size=batch)
 
-    def shifted_validation(self, config, data: RunData) -> tuple[np.ndarray, np.ndarray, str] | None:
-        """The validation images through the `tta_select_shift` augmentation, drawn from the run's seed."""
+    def shifted_validation(self, config, data: RunData,
+                           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str] | None:
+        """The validation images through the `tta_select_shift` augmentation."""
         from an2dl_kit.augment.cells import image_augmenter
 
         pipeline = config.inference.tta_select_shift
         if pipeline == "none":
             return None
-        rng = np.random.default_rng([config.training.seed, SHIFTED_VALIDATION_STREAM])
         return image_augmenter(pipeline)(data.x_val, rng), data.y_val, f"their {pipeline} copy"
 
     def to_labels(self, probabilities: np.ndarray, config, postprocess) -> np.ndarray:

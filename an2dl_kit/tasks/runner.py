@@ -34,6 +34,8 @@ LEARNING_CURVES_PNG = "learning_curves.png"
 SCHEMA_VERSION = 1
 # Test images per prediction chunk: bounds the memory of probability maps (the Mars test set has 10,022).
 PREDICT_CHUNK = 1024
+# Seeds the shifted validation copy (`TaskHooks.shifted_validation`) apart from the training batches' streams.
+SHIFTED_VALIDATION_STREAM = 7
 # metrics.json's keys, the same for every task (README "metrics.json").
 METRICS_KEYS = (
     "schema", "task", "profile", "overrides", "config", "provenance", "runtime", "versions", "machine",
@@ -100,8 +102,8 @@ class TrainingPlan:
 class Results:
     """Scores and labels after training. `validation_tta` scores the configured TTA views; `views` are the
     ones the submission uses (`choose_views`, on the images `selection` describes), `postprocess` what the task
-    chose on validation. With several
-    members, `members` holds each one's validation scores and `model_files` every member's model."""
+    chose on validation. With several members, `members` holds each one's validation scores and `model_files`
+    every member's model."""
 
     validation: dict
     validation_tta: dict
@@ -134,9 +136,10 @@ class TaskHooks:
     def plan(self, config, runtime, data: RunData) -> TrainingPlan:
         raise NotImplementedError
 
-    def shifted_validation(self, config, data: RunData) -> tuple[np.ndarray, np.ndarray, str] | None:
-        """A shifted copy of the validation set that joins it in the TTA decision: (inputs, labels, what it is);
-        none by default."""
+    def shifted_validation(self, config, data: RunData,
+                           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str] | None:
+        """A shifted copy of the validation set, drawn from `rng`, that joins it in the TTA decision: (inputs,
+        labels, what it is); none by default."""
         return None
 
     def choose_postprocess(self, config, y_val: np.ndarray, probabilities: np.ndarray, plain: dict) -> dict:
@@ -376,7 +379,8 @@ def selection_scores(hooks: TaskHooks, config, plan: TrainingPlan, data: RunData
     if not config.inference.tta_select or views == ("identity",):
         return {}
     score = hooks.info.score
-    shifted = hooks.shifted_validation(config, data)
+    shifted = hooks.shifted_validation(config, data, np.random.default_rng([config.training.seed,
+                                                                            SHIFTED_VALIDATION_STREAM]))
     truth, described = data.y_val, f"{len(data.y_val)} validation images"
     if shifted is not None:
         x, y, what = shifted
