@@ -372,23 +372,24 @@ def choose_views(score: str, views: tuple[str, ...], selection: dict) -> tuple[s
 
 
 def selection_scores(hooks: TaskHooks, config, plan: TrainingPlan, data: RunData, views: tuple[str, ...],
-                     identity: np.ndarray, mean: np.ndarray) -> dict:
-    """The task's score without and with `views` on the images the TTA decision sees: the validation set
-    (`identity`, `mean`: its probabilities), joined by `TaskHooks.shifted_validation` where the task has one.
-    Empty without `tta_select` or other views than identity."""
+                     probabilities: tuple[np.ndarray, np.ndarray], scores: tuple[dict, dict]) -> dict:
+    """The task's score without and with `views` on the images the TTA decision sees: the validation set, whose
+    (identity, mean) `probabilities` and `scores` are already known, joined by `TaskHooks.shifted_validation`
+    where the task has one. Empty without `tta_select` or other views than identity."""
     if not config.inference.tta_select or views == ("identity",):
         return {}
     score = hooks.info.score
+    plain, merged = (scored[score] for scored in scores)
+    described = f"{len(data.y_val)} validation images"
     shifted = hooks.shifted_validation(config, data, np.random.default_rng([config.training.seed,
                                                                             SHIFTED_VALIDATION_STREAM]))
-    truth, described = data.y_val, f"{len(data.y_val)} validation images"
     if shifted is not None:
         x, y, what = shifted
-        shifted_identity, shifted_mean = predict_views(plan.model, x, views, hooks.dense, plan.batch_size)
-        identity, mean = np.concatenate([identity, shifted_identity]), np.concatenate([mean, shifted_mean])
-        truth = np.concatenate([truth, y])
+        truth = np.concatenate([data.y_val, y])
+        pooled = [np.concatenate([clean, copy]) for clean, copy in
+                  zip(probabilities, predict_views(plan.model, x, views, hooks.dense, plan.batch_size), strict=True)]
+        plain, merged = (hooks.scores(truth, hooks.to_labels(probs, config, {}))[score] for probs in pooled)
         described += f" + {what}"
-    plain, merged = (hooks.scores(truth, hooks.to_labels(probs, config, {}))[score] for probs in (identity, mean))
     return {"images": described, "identity": plain, "views": merged}
 
 
@@ -419,7 +420,8 @@ def evaluate(hooks: TaskHooks, config, plan: TrainingPlan, data: RunData, sink=N
     identity, mean, members = validation_views(hooks, config, plan, data, configured)
     validation = hooks.scores(data.y_val, hooks.to_labels(identity, config, {}))
     validation_tta = hooks.scores(data.y_val, hooks.to_labels(mean, config, {}))
-    selection = selection_scores(hooks, config, plan, data, configured, identity, mean)
+    selection = selection_scores(hooks, config, plan, data, configured, (identity, mean),
+                                 (validation, validation_tta))
     views = choose_views(hooks.info.score, configured, selection)
     merged = mean if views == configured else identity
     chosen_scores = validation_tta if views == configured else validation
