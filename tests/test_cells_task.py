@@ -86,19 +86,22 @@ def test_preview_rows_show_one_image_per_class_first():
     assert sorted(labels[rows]) == [0, 1, 2]
 
 
-def test_the_shifted_validation_copy_follows_its_generator_and_keeps_the_labels():
+def test_the_shifted_validation_copies_follow_their_generator_and_keep_the_labels():
     x_val = np.random.default_rng(0).integers(0, 256, (12, 96, 96, 3), dtype=np.uint8)
     data = SimpleNamespace(x_val=x_val, y_val=np.arange(12) % 8)
-    config = resolve_config("cells", "smoke", ["tta_select_shift=robust_strong"])
+    config = resolve_config("cells", "smoke", ["tta_select_shift=robust_strong", "tta_select_copies=3"])
 
-    def copy(seed):
-        return cells.HOOKS.shifted_validation(config, data, np.random.default_rng(seed))
+    def copies(seed, settings=config):
+        return cells.HOOKS.shifted_validation(settings, data, np.random.default_rng(seed))
 
-    images, labels, what = copy(0)
-    assert images.shape == x_val.shape and images.dtype == np.uint8
-    assert labels is data.y_val and what == "their robust_strong copy"
-    assert np.array_equal(images, copy(0)[0]) and not np.array_equal(images, copy(1)[0])
-    assert not np.array_equal(images, x_val)
+    images, labels, what = copies(0)
+    assert images.shape == (36, 96, 96, 3) and images.dtype == np.uint8
+    assert list(labels) == list(data.y_val) * 3 and what == "3 robust_strong copies of them"
+    assert np.array_equal(images, copies(0)[0]) and not np.array_equal(images, copies(1)[0])
+    assert not np.array_equal(images[:12], x_val) and not np.array_equal(images[:12], images[12:24])
+    one = resolve_config("cells", "smoke", ["tta_select_shift=robust_strong", "tta_select_copies=1"])
+    single, _, what = copies(0, one)
+    assert np.array_equal(single, images[:12]) and what == "their robust_strong copy"
     none = resolve_config("cells", "smoke", ["tta_select_shift=none"])
     assert cells.HOOKS.shifted_validation(none, data, np.random.default_rng(0)) is None
 
@@ -127,7 +130,8 @@ def test_smoke_run_writes_every_file_and_a_valid_submission(smoke_run, synthetic
     assert metrics["overrides"] == {"tta": "identity,flip_lr"}
     assert metrics["config"]["inference"]["tta"] == "identity,flip_lr"
     selection = metrics["tta"]["selection"]
-    assert selection["images"] == f"{metrics['samples']['validation']} validation images + their robust_strong copy"
+    assert selection["images"] == (f"{metrics['samples']['validation']} validation images + 3 robust_strong copies of "
+                                  "them")
     assert metrics["tta"]["views"] == (["identity", "flip_lr"] if selection["views"] >= selection["identity"]
                                        else ["identity"])
     assert metrics["phases"][0]["name"] == "train" and "history" not in metrics["phases"][0]

@@ -144,13 +144,16 @@ class CellsHooks(TaskHooks):
 
     def shifted_validation(self, config, data: RunData,
                            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str] | None:
-        """The validation images through the `tta_select_shift` augmentation."""
+        """`tta_select_copies` copies of the validation images through the `tta_select_shift` augmentation."""
         from an2dl_kit.augment.cells import image_augmenter
 
-        pipeline = config.inference.tta_select_shift
+        pipeline, copies = config.inference.tta_select_shift, config.inference.tta_select_copies
         if pipeline == "none":
             return None
-        return image_augmenter(pipeline)(data.x_val, rng), data.y_val, f"their {pipeline} copy"
+        augment = image_augmenter(pipeline)
+        images = np.concatenate([augment(data.x_val, rng) for _ in range(copies)])
+        what = f"their {pipeline} copy" if copies == 1 else f"{copies} {pipeline} copies of them"
+        return images, np.concatenate([data.y_val] * copies), what
 
     def to_labels(self, probabilities: np.ndarray, config, postprocess) -> np.ndarray:
         return probabilities.argmax(axis=-1)
