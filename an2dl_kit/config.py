@@ -26,6 +26,9 @@ from an2dl_kit import runtime
 from an2dl_kit.errors import KitError
 from an2dl_kit.registry import Registry
 
+# Which epoch's weights a run ends with (`training.fit_phase`'s `keep`): the best validation epoch, or the last.
+KEEP_WEIGHTS: Registry[None] = Registry("kept weights", dict.fromkeys(("best", "last")))
+
 # Groups whose fields change what is trained; the others (inference, run) can change between resumed sessions.
 TRAINING_GROUPS = ("data", "model", "training", "augmentation")
 TRUE_WORDS, FALSE_WORDS = ("true", "yes", "on", "1"), ("false", "no", "off", "0")

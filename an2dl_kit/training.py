@@ -1,7 +1,8 @@
 """The training loop both tasks share: one `fit_phase` per phase of a run.
 
 A phase is one `model.fit` with the callbacks every run needs:
-- early stopping on the monitored metric, and the phase's best weights restored at its end;
+- early stopping on the monitored metric, and the phase's best weights restored at its end (or, with
+  `keep="last"`, the last epoch's weights kept: every epoch counts as the best);
 - an atomic best-model checkpoint, `out_dir/model.keras`, so a run stopped at any point (Kaggle's 12-hour
   limit, a lost session) still leaves its best model among its outputs;
 - `keras.callbacks.BackupAndRestore` under `out_dir/backup/<phase>`: re-running the same command resumes
@@ -26,6 +27,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from an2dl_kit.config import KEEP_WEIGHTS
 from an2dl_kit.files import atomic_path, write_json
 from an2dl_kit.runtime import log
 
@@ -187,11 +189,13 @@ class _BudgetPlanner(keras.callbacks.Callback):
 
 
 class _BestKeeper(keras.callbacks.Callback):
-    """Track the phase's best epoch; save its weights, and the full model when it beats the whole run."""
+    """Track the phase's best epoch; save its weights, and the full model when it beats the whole run. With
+    `keep_last` every epoch is the best, so the phase ends with, and resumes from, its last epoch."""
 
-    def __init__(self, monitor: str, mode: str, phase_dir: Path, model_path: Path, run_best: float | None):
+    def __init__(self, monitor: str, mode: str, phase_dir: Path, model_path: Path, run_best: float | None,
+                 keep_last: bool = False):
         super().__init__()
-        self.monitor, self.mode = monitor, mode
+        self.monitor, self.mode, self.keep_last = monitor, mode, keep_last
         self.phase_dir, self.model_path = phase_dir, model_path
         self.state_path = phase_dir / "best.json"
         self.weights_path = phase_dir / "best.weights.h5"
@@ -205,17 +209,21 @@ class _BestKeeper(keras.callbacks.Callback):
         if self.monitor not in logs:
             raise KeyError(f"monitored metric {self.monitor!r} not in the epoch logs: {sorted(logs)}")
         value = float(logs[self.monitor])
-        if not _improved(value, self.best_value, self.mode):
+        if not self.improved(value, self.best_value):
             return
         self.best_value, self.best_epoch = value, epoch
         self.phase_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.weights_path) as tmp:
             self.model.save_weights(tmp)
         write_json(self.state_path, {"value": value, "epoch": epoch})
-        if _improved(value, self.run_best, self.mode):
+        if self.improved(value, self.run_best):
             self.run_best = value
             with atomic_path(self.model_path) as tmp:
                 self.model.save(tmp)
+
+
+    def improved(self, value: float, best: float | None) -> bool:
+        return self.keep_last or _improved(value, best, self.mode)
 
 
 class _EpochSync(keras.callbacks.Callback):
@@ -292,7 +300,7 @@ def _restore_best(model: keras.Model, keeper: _BestKeeper, run_best: float | Non
     if keeper.weights_path.exists():
         _load_weights(model, keeper.weights_path)
     phase_best = keeper.best_value if keeper.best_value is not None else math.nan
-    if not _improved(phase_best, run_best, keeper.mode) and keeper.model_path.exists():
+    if not keeper.improved(phase_best, run_best) and keeper.model_path.exists():
         log(f"{label}: no improvement on the earlier best {keeper.monitor}; keeping the earlier weights")
         _load_weights(model, keeper.model_path)
 
@@ -319,8 +327,8 @@ def _fit(model: keras.Model, train, val, epochs: int, phase_dir: Path, verbose: 
 
 def fit_phase(model: keras.Model, train, val, *, name: str, epochs: int, out_dir: Path, monitor: str = "val_loss",
               mode: str = "min", patience: int = 10, deadline: Deadline | None = None,
-              schedule: Schedule | None = None, best: float | None = None, signature: str = "",
-              callbacks: tuple = (), verbose: int | str = "auto") -> PhaseResult:
+              schedule: Schedule | None = None, best: float | None = None, keep: str = "best",
+              signature: str = "", callbacks: tuple = (), verbose: int | str = "auto") -> PhaseResult:
     """Train one phase and leave `model` holding the best weights of the run so far.
 
     Args:
@@ -336,6 +344,9 @@ def fit_phase(model: keras.Model, train, val, *, name: str, epochs: int, out_dir
         schedule: the learning rate over the epochs that fit in the deadline (None: the optimizer's own).
         best: the best monitored value of earlier phases of the run; `model.keras` is only overwritten by
             a better epoch, and if this phase never beats it the earlier best weights are reloaded.
+        keep: "best" (the best monitored epoch of the run) or "last" (the last epoch's weights, each epoch
+            saved as it ends; for a schedule planned to end at the budget, where the best of a small
+            validation set can be a lucky epoch halfway through).
         signature: a description of the run's configuration; a backup made under another signature is
             discarded instead of resumed.
         callbacks: extra Keras callbacks.
@@ -343,6 +354,8 @@ def fit_phase(model: keras.Model, train, val, *, name: str, epochs: int, out_dir
     """
     if mode not in ("min", "max"):
         raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+    if keep not in KEEP_WEIGHTS:
+        raise ValueError(f"keep must be one of {KEEP_WEIGHTS.choices}, got {keep!r}")
     out_dir = Path(out_dir)
     phase_dir = _phase_dir(out_dir, name, signature)
     if (phase_dir / "done.json").exists():
@@ -352,7 +365,7 @@ def fit_phase(model: keras.Model, train, val, *, name: str, epochs: int, out_dir
         log(f"phase {name}: no time left in the budget; skipped")
         return PhaseResult(name, 0, -1, best if best is not None else math.nan, 0.0, True)
     budget = _BudgetPlanner(deadline, epochs, getattr(train, "num_batches", None) or 1, schedule)
-    keeper = _BestKeeper(monitor, mode, phase_dir, out_dir / MODEL_FILE, best)
+    keeper = _BestKeeper(monitor, mode, phase_dir, out_dir / MODEL_FILE, best, keep_last=keep == "last")
     recorder = _HistoryRecorder(out_dir / HISTORY_FILE, name)
     log(f"phase {name}: up to {epochs} epochs, monitoring {monitor} ({mode})")
     start = time.monotonic()
@@ -372,6 +385,6 @@ def fit_phase(model: keras.Model, train, val, *, name: str, epochs: int, out_dir
         history={k: [float(v) for v in values] for k, values in history.history.items()},
     )
     write_json(phase_dir / "done.json", asdict(result))
-    log(f"phase {name}: {result.epochs_run} epochs in {seconds:.0f} s; best {monitor} "
+    log(f"phase {name}: {result.epochs_run} epochs in {seconds:.0f} s; {keep} {monitor} "
         f"{result.best_value:.4f} at epoch {result.best_epoch + 1}")
     return result

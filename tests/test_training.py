@@ -220,3 +220,31 @@ def test_schedule_planned_for_a_budget_reaches_its_last_epoch_within_it(tmp_path
     # The planned schedule ends with the budget: the last epoch trains near the floor, not at the peak.
     assert history["learning_rate"].iloc[-1] < 0.2 * 0.05
     assert history["learning_rate"].is_monotonic_decreasing
+
+
+class WeightsAtEpochEnd(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.weights = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights.append([w.copy() for w in self.model.get_weights()])
+
+
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_phase_ends_with_the_best_or_the_last_epoch(tmp_path, keep):
+    # Maximising a falling validation loss makes epoch 0 the "best", so the two choices part.
+    model, recorder = tiny_model(), WeightsAtEpochEnd()
+    result = fit(model, tmp_path, epochs=4, monitor="val_loss", mode="max", keep=keep, callbacks=(recorder,))
+    epoch = 0 if keep == "best" else 3
+    assert result.best_epoch == epoch
+    expected = recorder.weights[epoch]
+    reloaded = keras.saving.load_model(tmp_path / "model.keras")
+    for weights in (model.get_weights(), reloaded.get_weights()):
+        assert all(np.array_equal(a, b) for a, b in zip(weights, expected, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(recorder.weights[0], recorder.weights[3], strict=True))
+
+
+def test_unknown_keep_is_named(tmp_path):
+    with pytest.raises(ValueError, match="keep must be one of"):
+        fit(tiny_model(), tmp_path, keep="first")

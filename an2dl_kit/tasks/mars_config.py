@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from an2dl_kit.config import Inference, RunConfig, RunSettings, bounded, checked, choice, derive
+from an2dl_kit.config import KEEP_WEIGHTS, Inference, RunConfig, RunSettings, bounded, checked, choice, derive
 from an2dl_kit.registries import ARCHITECTURES, MARS_AUGMENTATIONS, loss_terms
 from an2dl_kit.registry import Registry
 
@@ -62,6 +62,7 @@ class Training:
         lr_floor: the final rate as a fraction of the peak.
         weight_decay: AdamW's decoupled weight decay.
         patience: early-stopping patience in epochs.
+        keep_weights: "best" (the best validation epoch of the run) or "last" (the last epoch's weights).
         seed: the run's seed (split, initialisation, augmentation).
         members: models trained with seeds seed, seed+1, ... on the same split, each in its own folder
             (`member_<k>/`) with an equal share of the time budget, and averaged (see README "Ensembles").
@@ -81,6 +82,7 @@ class Training:
     lr_floor: float = bounded(0.0, 1.0, default=0.02)
     weight_decay: float = bounded(0.0, default=1e-4)
     patience: int = bounded(1)
+    keep_weights: str = choice(KEEP_WEIGHTS, default="best")
     seed: int = 42
     members: int = bounded(1, 32, default=1)
 

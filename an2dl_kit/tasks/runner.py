@@ -258,7 +258,8 @@ def known_test_labels(test_path: Path | None, test: np.ndarray | None, label_sha
 
 
 def train(hooks: TaskHooks, config, plan: TrainingPlan, runtime, out_dir: Path) -> list[PhaseResult]:
-    """Every phase of the plan under one deadline; the model ends with the best weights of the run."""
+    """Every phase of the plan under one deadline; the model ends with the best weights of the run (or the
+    last, with `keep_weights="last"`)."""
     deadline = Deadline(config.run.budget_s)
     signature = cfg.resume_signature(config)
     results: list[PhaseResult] = []
@@ -268,8 +269,8 @@ def train(hooks: TaskHooks, config, plan: TrainingPlan, runtime, out_dir: Path) 
             phase.compile(plan.model)
         result = fit_phase(plan.model, plan.train, plan.val, name=phase.name, epochs=phase.epochs, out_dir=out_dir,
                            monitor=hooks.info.monitor, mode="max", patience=config.training.patience,
-                           deadline=deadline, schedule=phase.schedule, best=best, signature=signature,
-                           callbacks=phase.callbacks)
+                           deadline=deadline, schedule=phase.schedule, best=best,
+                           keep=config.training.keep_weights, signature=signature, callbacks=phase.callbacks)
         results.append(result)
         if np.isfinite(result.best_value) and (best is None or result.best_value > best):
             best = result.best_value
