@@ -221,7 +221,6 @@ class _BestKeeper(keras.callbacks.Callback):
             with atomic_path(self.model_path) as tmp:
                 self.model.save(tmp)
 
-
     def improved(self, value: float, best: float | None) -> bool:
         return self.keep_last or _improved(value, best, self.mode)
 
