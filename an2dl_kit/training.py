@@ -224,6 +224,11 @@ class _BestKeeper(keras.callbacks.Callback):
     def improved(self, value: float, best: float | None) -> bool:
         return self.keep_last or _improved(value, best, self.mode)
 
+    @property
+    def value(self) -> float:
+        """The kept epoch's monitored value; NaN before any epoch."""
+        return self.best_value if self.best_value is not None else math.nan
+
 
 class _EpochSync(keras.callbacks.Callback):
     """Tell the training batches which epoch starts; Keras starts their loader just after this callback."""
@@ -298,8 +303,7 @@ def _restore_best(model: keras.Model, keeper: _BestKeeper, run_best: float | Non
     """Leave `model` with the phase's best weights, or the run's earlier best if the phase never beat it."""
     if keeper.weights_path.exists():
         _load_weights(model, keeper.weights_path)
-    phase_best = keeper.best_value if keeper.best_value is not None else math.nan
-    if not keeper.improved(phase_best, run_best) and keeper.model_path.exists():
+    if not keeper.improved(keeper.value, run_best) and keeper.model_path.exists():
         log(f"{label}: no improvement on the earlier best {keeper.monitor}; keeping the earlier weights")
         _load_weights(model, keeper.model_path)
 
@@ -322,6 +326,13 @@ def _fit(model: keras.Model, train, val, epochs: int, phase_dir: Path, verbose: 
         callbacks=callbacks,
         verbose=_progress_verbosity() if verbose == "auto" else verbose,
     )
+
+
+def _check_choices(mode: str, keep: str) -> None:
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+    if keep not in KEEP_WEIGHTS:
+        raise ValueError(f"keep must be one of {KEEP_WEIGHTS.choices}, got {keep!r}")
 
 
 def fit_phase(model: keras.Model, train, val, *, name: str, epochs: int, out_dir: Path, monitor: str = "val_loss",
@@ -351,10 +362,7 @@ def fit_phase(model: keras.Model, train, val, *, name: str, epochs: int, out_dir
         callbacks: extra Keras callbacks.
         verbose: Keras verbosity; "auto" shows progress bars on a terminal and a line per epoch in logs.
     """
-    if mode not in ("min", "max"):
-        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
-    if keep not in KEEP_WEIGHTS:
-        raise ValueError(f"keep must be one of {KEEP_WEIGHTS.choices}, got {keep!r}")
+    _check_choices(mode, keep)
     out_dir = Path(out_dir)
     phase_dir = _phase_dir(out_dir, name, signature)
     if (phase_dir / "done.json").exists():
@@ -374,15 +382,9 @@ def fit_phase(model: keras.Model, train, val, *, name: str, epochs: int, out_dir
         *callbacks])
     seconds = time.monotonic() - start
     _restore_best(model, keeper, best, f"phase {name}")
-    result = PhaseResult(
-        name=name,
-        epochs_run=len(recorder.rows),
-        best_epoch=keeper.best_epoch,
-        best_value=keeper.best_value if keeper.best_value is not None else math.nan,
-        seconds=round(seconds, 2),
-        stopped_by_budget=budget.triggered,
-        history={k: [float(v) for v in values] for k, values in history.history.items()},
-    )
+    result = PhaseResult(name=name, epochs_run=len(recorder.rows), best_epoch=keeper.best_epoch,
+                         best_value=keeper.value, seconds=round(seconds, 2), stopped_by_budget=budget.triggered,
+                         history={k: [float(v) for v in values] for k, values in history.history.items()})
     write_json(phase_dir / "done.json", asdict(result))
     log(f"phase {name}: {result.epochs_run} epochs in {seconds:.0f} s; {keep} {monitor} "
         f"{result.best_value:.4f} at epoch {result.best_epoch + 1}")
