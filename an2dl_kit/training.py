@@ -29,6 +29,7 @@ import numpy as np
 
 from an2dl_kit.config import KEEP_WEIGHTS
 from an2dl_kit.files import atomic_path, write_json
+from an2dl_kit.pipeline import Batches
 from an2dl_kit.runtime import log
 
 HISTORY_FILE = "history.csv"
@@ -231,7 +232,8 @@ class _BestKeeper(keras.callbacks.Callback):
 
 
 class _EpochSync(keras.callbacks.Callback):
-    """Tell the training batches which epoch starts; Keras starts their loader just after this callback."""
+    """Tell the training batches which epoch starts: Keras opens their stream just after the first epoch's
+    callbacks, so a resumed run's stream starts at the epoch it resumes (later epochs follow in the stream)."""
 
     def __init__(self, batches):
         super().__init__()
@@ -313,15 +315,15 @@ def _fit(model: keras.Model, train, val, epochs: int, phase_dir: Path, verbose: 
     """`model.fit` with the epoch backup first and the batches told which epoch starts."""
     callbacks = [keras.callbacks.BackupAndRestore(str(phase_dir / "state"), save_freq="epoch",
                                                   delete_checkpoint=True), *callbacks]
-    if hasattr(train, "set_epoch"):
+    if isinstance(train, Batches):
         callbacks.append(_EpochSync(train))
-    x, y = train if isinstance(train, tuple) else (train, None)
+        # The stream shuffles itself from its seed and never ends: Keras cuts it into epochs.
+        inputs = {"x": train.dataset(), "steps_per_epoch": train.num_batches, "shuffle": False}
+    else:
+        inputs = {"x": train[0], "y": train[1]}
     return model.fit(
-        x,
-        y,
+        **inputs,
         validation_data=val,
-        # Batches shuffle themselves from their seed; Keras would reorder them from the global NumPy state.
-        shuffle=not isinstance(train, keras.utils.PyDataset),
         epochs=epochs,
         callbacks=callbacks,
         verbose=_progress_verbosity() if verbose == "auto" else verbose,
@@ -343,7 +345,7 @@ def fit_phase(model: keras.Model, train, val, *, name: str, epochs: int, out_dir
 
     Args:
         model: a compiled model (built inside the runtime's strategy scope).
-        train: a `pipeline.Batches` (or any dataset `model.fit` takes), or an `(x, y)` tuple of arrays.
+        train: a `pipeline.Batches` (fed as its `dataset()` stream), or an `(x, y)` tuple of arrays.
         val: anything `validation_data` takes.
         name: the phase's name, used for its backup folder and its history rows.
         epochs: the most epochs to run.

@@ -109,12 +109,12 @@ def test_seeded_batches_are_reproducible_and_differ_across_batches_epochs_and_wo
     first, again = _batches(workers=2), _batches(workers=2)
     batch0, batch1 = first[0][0], first[1][0]
     np.testing.assert_array_equal(batch0, again[0][0])
-    # The two batches two workers would build differ, and so do the images within them (a pure dihedral
-    # draw can repeat by chance, hence "almost all").
+    # The two batches two workers would build differ, and so do the images within them (a sixth of the images
+    # get only a dihedral turn, one of 8, and can repeat by chance, hence "most").
     assert not np.array_equal(batch0, batch1)
-    assert len({image.tobytes() for image in np.concatenate([batch0, batch1])}) >= 14
+    assert len({image.tobytes() for image in np.concatenate([batch0, batch1])}) >= 12
     np.testing.assert_array_equal(_batches(workers=1)[1][0], batch1)
-    first.on_epoch_end()
+    first.set_epoch(1)
     assert not np.array_equal(first[0][0], batch0)
     assert not np.array_equal(_batches(workers=2, seed=8)[0][0], batch0)
 
@@ -183,4 +183,4 @@ def test_batch_dihedral_pipelines_turn_whole_batches_reproducibly():
     first = augment(images, np.random.default_rng(5))
     assert first.shape == images.shape and first.dtype == np.uint8
     np.testing.assert_array_equal(first, augment(images, np.random.default_rng(5)))
-    assert set(aug.BATCH_DIHEDRAL) <= set(CELLS_AUGMENTATIONS)
+    assert set(aug.BATCH_GEOMETRY) <= set(CELLS_AUGMENTATIONS)

@@ -51,7 +51,9 @@ def _exercise(runtime, model, x, y) -> dict:
     from an2dl_kit.pipeline import Batches
 
     batch = runtime.global_batch(PER_REPLICA_BATCH)
-    history = model.fit(Batches(x, y, batch_size=batch, seed=0), epochs=1, verbose=0)
+    batches = Batches(x, y, batch_size=batch, seed=0)
+    history = model.fit(batches.dataset(), steps_per_epoch=batches.num_batches, epochs=1, shuffle=False,
+                        verbose=0)
     evaluation = model.evaluate(x, y, batch_size=batch, verbose=0, return_dict=True)
     predictions = model.predict(x, batch_size=batch, verbose=0)
     variable = model.trainable_variables[0]

@@ -32,7 +32,7 @@ def test_same_seed_same_batches_and_other_seed_differs():
 def test_every_sample_once_per_epoch_and_reshuffled():
     batches = make()
     first = np.concatenate([batches[i][1] for i in range(batches.num_batches)])
-    batches.on_epoch_end()
+    batches.set_epoch(1)
     second = np.concatenate([batches[i][1] for i in range(batches.num_batches)])
     assert sorted(first) == list(range(10)) == sorted(second)
     assert not np.array_equal(first, second)
@@ -60,6 +60,50 @@ def test_batches_of_one_epoch_get_different_augmentations():
     x = np.zeros((8, 2), "float32")
     batches = Batches(x, np.zeros(8), batch_size=4, transform=noisy, shuffle=False)
     assert not np.allclose(batches[0][0], batches[1][0])
+
+
+def test_stream_runs_epoch_after_epoch_from_the_set_epoch_ahead_of_the_model():
+    batches = make(seed=4, workers=3, ahead=5)
+    batches.set_epoch(2)
+    stream = batches.stream()
+    got = [next(stream) for _ in range(2 * batches.num_batches)]
+    stream.close()
+    expected = [batches.batch(epoch, index) for epoch in (2, 3) for index in range(batches.num_batches)]
+    for (x, y), (want_x, want_y) in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(x, want_x)
+        np.testing.assert_array_equal(y, want_y)
+    assert sorted(np.concatenate([y for _, y in got[3:]])) == list(range(10))  # epoch 3 whole, after epoch 2
+
+
+def test_a_failing_transform_fails_the_stream_with_its_message():
+    def broken(x, y, rng):
+        raise ValueError("image 3 has 4 channels")
+
+    stream = Batches(np.zeros((8, 2)), np.zeros(8), batch_size=4, transform=broken, workers=2).stream()
+    with pytest.raises(ValueError, match="image 3 has 4 channels"):
+        next(stream)
+
+
+def test_dataset_feeds_fit_the_stream_in_epochs_of_num_batches():
+    import keras
+
+    seen = []
+
+    def record(x, y, rng):
+        seen.append(y.copy())
+        return x, y
+
+    x, y = np.arange(10, dtype="float32")[:, None], np.arange(10, dtype="float32")
+    batches = Batches(x, y, batch_size=4, transform=record, seed=5, ahead=1)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    history = model.fit(batches.dataset(), steps_per_epoch=batches.num_batches, epochs=2, shuffle=False,
+                        verbose=0)
+    assert len(history.history["loss"]) == 2
+    first_two_epochs = [batches.batch(epoch, i)[1] for epoch in (0, 1) for i in range(3)]
+    # The probe batch for the signature, then the stream: epoch 0 and epoch 1 in order (and a few built ahead).
+    for got, want in zip(seen[1:7], first_two_epochs, strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_mismatched_lengths_refused():

@@ -27,9 +27,11 @@ OVERLAY_ROWS = 6
 class PassSlices(Batches):
     """`Batches` whose epoch is one of `parts` slices of a shuffled pass over the training set.
 
-    Every tile still appears once per pass, but epochs are shorter: where a pass takes minutes (the `local`
-    profile on a CPU) the budget stop, the best-model checkpoint, early stopping and the adaptive class
-    weights all act `parts` times per pass, and a budget-stopped run loses at most a slice, not a pass.
+    Epochs are shorter than a pass: where a pass takes minutes (the `local` profile on a CPU) the budget stop,
+    the best-model checkpoint, early stopping and the adaptive class weights all act `parts` times per pass,
+    and a budget-stopped run loses at most a slice, not a pass. Every slice holds len // parts tiles, so
+    every epoch has as many batches as the stream's `steps_per_epoch` says; the len % parts tiles (fewer
+    than `parts`) left at the end of a pass's shuffle sit that pass out.
 
     Args:
         parts: slices per pass (1: plain `Batches`).
@@ -37,15 +39,14 @@ class PassSlices(Batches):
     """
 
     def __init__(self, *args, parts: int = 1, **kwargs):
-        self.parts = max(int(parts), 1)  # read by _epoch_order, which Batches.__init__ calls
+        self.parts = max(int(parts), 1)  # read by epoch_order, which Batches.__init__ calls
         super().__init__(*args, **kwargs)
 
-    def _epoch_order(self) -> np.ndarray:
-        pass_index, part = divmod(self.epoch, self.parts)
-        order = np.tile(np.arange(len(self.x)), self.repeats)
-        if self.shuffle:
-            np.random.default_rng([self.seed, pass_index, 2**31]).shuffle(order)
-        return np.array_split(order, self.parts)[part]
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        pass_index, part = divmod(epoch, self.parts)
+        order = super().epoch_order(pass_index)
+        size = len(order) // self.parts
+        return order[part * size:(part + 1) * size]
 
 
 def training_batches(x: np.ndarray, y: np.ndarray, config, batch_size: int, min_batch: int = 1) -> PassSlices:
@@ -137,8 +138,8 @@ class MarsHooks(TaskHooks):
             return {"class_weights": [float(w) for w in np.asarray(loss.class_weights)],
                     "class_weight_history": adaptive.history if adaptive else []}
 
-        val = Batches(data.x_val, data.y_val, batch_size=batch, shuffle=False)
-        return TrainingPlan(model, train, val, [phase], info, details=details, batch_size=batch)
+        return TrainingPlan(model, train, (data.x_val, data.y_val), [phase], info, details=details,
+                            batch_size=batch)
 
     def choose_postprocess(self, config, y_val: np.ndarray, probabilities: np.ndarray, plain: dict) -> dict:
         """The majority filter of `cleanup` size, kept only if it does not lower validation mIoU
