@@ -101,7 +101,8 @@ def test_batch_transform_returns_one_hot_labels_and_class_weights():
 def _batches(workers, seed=7, n=32):
     images = np.repeat(_images(1), n, axis=0)  # identical images: any difference is augmentation
     labels = np.zeros(n, np.int64)
-    return Batches(images, labels, batch_size=8, transform=aug.CellsAugment("robust"), seed=seed,
+    augment = aug.CellsAugment("robust")
+    return Batches(images, labels, batch_size=8, transform=augment, prepare=augment.prepare, seed=seed,
                    workers=workers)
 
 
@@ -175,6 +176,28 @@ def test_random_dihedral_draws_all_eight_turns_evenly_and_keeps_pixels():
     counts = [sum(np.array_equal(o, turn) for o in out) for turn in turns]
     assert sum(counts) == 800 and min(counts) > 60, counts
     assert out.dtype == np.uint8
+
+
+def test_random_affine_warps_its_share_of_the_batch_and_leaves_the_rest():
+    images = np.repeat(_images(1), 400, axis=0)
+    out = aug.random_affine(images, np.random.default_rng(0), p=0.3)
+    changed = np.array([not np.array_equal(o, images[0]) for o in out])
+    assert out.dtype == np.uint8 and out.shape == images.shape
+    assert 0.2 < changed.mean() < 0.4
+    # The warp itself: no rotation, scaling or shift gives every image back exactly.
+    still = aug.random_affine(images[:8], np.random.default_rng(0), p=1.0, rotate=0.0, shift=0.0, scale=(1.0, 1.0))
+    np.testing.assert_array_equal(still, images[:8])
+
+
+def test_pipelines_split_into_a_costly_per_image_stage_and_a_batch_stage():
+    prepare, finish = aug.image_stages("robust")
+    assert finish is aug.random_dihedral and prepare is not None
+    assert aug.image_stages("randaugment1")[1] is None
+    assert aug.image_stages("none") == (None, None)
+    images = _images(6)
+    both = aug.image_augmenter("robust")(images, np.random.default_rng(3))
+    rng = np.random.default_rng(3)
+    np.testing.assert_array_equal(both, finish(prepare(images, rng), rng))
 
 
 def test_batch_dihedral_pipelines_turn_whole_batches_reproducibly():

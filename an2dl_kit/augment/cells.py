@@ -15,8 +15,10 @@ Pipelines (the factories `registries.CELLS_AUGMENTATIONS` names):
 
 Batch-level CutMix and MixUp (`cutmix`, `mixup`) act on one-hot labels after the per-image pipeline: at most
 one of them per batch, or (`mix_both`, the reference notebook's order) CutMix and then MixUp on the result.
-`CellsAugment` ties both into the batch transform that `pipeline.Batches` calls with a per-batch seeded
-generator, and adds per-sample class weights computed from the (possibly mixed) labels.
+`image_stages` splits a pipeline into its costly per-image stage and its cheap batch stage; `CellsAugment` is
+the batch transform that `pipeline.Batches` calls with a per-batch seeded generator (after the per-image stage,
+which `Batches` can echo over epochs): batch stage, mixing, and per-sample class weights from the (possibly
+mixed) labels.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from an2dl_kit.augment.common import SeededCompose
 from an2dl_kit.registries import CELLS_AUGMENTATIONS
 from an2dl_kit.task import CELLS
 
+ImageStage = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 # Colours of the stain-like artefacts (RGB): haematoxylin purple, eosin pink, dried-dye brown, methylene blue.
 STAIN_COLOURS = ((110, 40, 140), (220, 90, 150), (150, 100, 50), (60, 80, 170))
 # Coarseness of the grids the artefacts are drawn on (stains are smooth; bubble rims need finer detail).
@@ -303,15 +306,29 @@ def random_dihedral(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 BATCH_GEOMETRY = ("robust", "robust_strong")
 
 
-def image_augmenter(pipeline: str) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
-    """`(images, rng) -> augmented images` for a name in `registries.CELLS_AUGMENTATIONS` ("none": as is)."""
+def image_stages(pipeline: str) -> tuple[ImageStage | None, ImageStage | None]:
+    """A name in `registries.CELLS_AUGMENTATIONS` as (per-image stage, batch stage), each `(images, rng) ->
+    images` or None when empty: the albumentations pipeline (after `random_affine` for `BATCH_GEOMETRY`), then
+    `random_dihedral` for `BATCH_GEOMETRY`. The first is the costly one (`pipeline.Batches` can echo it)."""
     factory = CELLS_AUGMENTATIONS.load(pipeline)
     if factory is None:
-        return lambda images, rng: images
+        return None, None
     per_image = SeededCompose(factory).images
     if pipeline not in BATCH_GEOMETRY:
-        return per_image
-    return lambda images, rng: random_dihedral(per_image(random_affine(images, rng), rng), rng)
+        return per_image, None
+    return (lambda images, rng: per_image(random_affine(images, rng), rng)), random_dihedral
+
+
+def image_augmenter(pipeline: str) -> ImageStage:
+    """`(images, rng) -> augmented images`: both stages of `image_stages` ("none": as is)."""
+    stages = [stage for stage in image_stages(pipeline) if stage is not None]
+
+    def augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        for stage in stages:
+            images = stage(images, rng)
+        return images
+
+    return augment
 
 
 # --- batch mixing -----------------------------------------------------------------------------------------
@@ -363,13 +380,15 @@ def mix_batch(x, y, rng, cutmix_p: float = 0.0, mixup_p: float = 0.0, both: bool
 
 
 class CellsAugment:
-    """`(images, integer labels, rng) -> (images 0-255, one-hot labels, sample weights)`.
+    """The batch transform `(images, integer labels, rng) -> (images 0-255, one-hot labels, sample weights)`,
+    with the per-image stage apart: feed `pipeline.Batches(..., prepare=augment.prepare, transform=augment)`.
 
     Images are float32 when the run mixes batches (blends), else uint8: a quarter of the bytes to hand over to
     the model, which casts them itself (`bench.hardware_pipeline`).
 
     Args:
-        pipeline: a name in `registries.CELLS_AUGMENTATIONS` (an unknown name is a `KitError`).
+        pipeline: a name in `registries.CELLS_AUGMENTATIONS` (an unknown name is a `KitError`); its stages as
+            `image_stages` splits them: `prepare` (per image) and the batch stage this transform applies.
         class_weights: weight per class (sklearn's "balanced" in the task); each sample's weight is its
             (mixed) label distribution dotted with it, so MixUp/CutMix samples weigh in proportion.
             None gives every sample weight 1.
@@ -382,14 +401,14 @@ class CellsAugment:
                  cutmix_p: float = 0.0, mixup_p: float = 0.0, num_classes: int = CELLS.num_classes,
                  mix_both: bool = False):
         self.pipeline = pipeline
-        self.images = image_augmenter(pipeline)
+        self.prepare, self.finish = image_stages(pipeline)
         self.class_weights = (np.ones(num_classes, np.float32) if class_weights is None
                               else np.asarray(class_weights, np.float32))
         self.cutmix_p, self.mixup_p, self.mix_both = cutmix_p, mixup_p, mix_both
         self.num_classes = num_classes
 
     def __call__(self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator):
-        images = self.images(x, rng)
+        images = x if self.finish is None else self.finish(x, rng)
         onehot = np.eye(self.num_classes, dtype=np.float32)[np.asarray(y).reshape(-1)]
         if self.cutmix_p or self.mixup_p:
             images, onehot = mix_batch(images, onehot, rng, self.cutmix_p, self.mixup_p, self.mix_both)

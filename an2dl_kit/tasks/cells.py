@@ -62,6 +62,19 @@ def class_weight_vector(labels: np.ndarray) -> np.ndarray:
     return np.array([weights[c] for c in range(CELLS.num_classes)], np.float32)
 
 
+def training_batches(x: np.ndarray, y: np.ndarray, config, batch_size: int, min_batch: int = 1):
+    """The training `pipeline.Batches`: the configured augmentation, its per-image stage echoed `echo`
+    epochs, and class-weighted samples."""
+    from an2dl_kit.augment.cells import CellsAugment
+    from an2dl_kit.pipeline import Batches
+
+    a = config.augmentation
+    augment = CellsAugment(a.augment, class_weights=class_weight_vector(y), cutmix_p=a.cutmix_p,
+                           mixup_p=a.mixup_p, mix_both=a.mix_both)
+    return Batches(x, y, batch_size=batch_size, transform=augment, prepare=augment.prepare, echo=a.echo,
+                   seed=config.training.seed, workers=config.run.workers, repeats=a.repeats, min_batch=min_batch)
+
+
 def onehot(labels: np.ndarray) -> np.ndarray:
     return np.eye(CELLS.num_classes, dtype=np.float32)[np.asarray(labels).reshape(-1)]
 
@@ -120,17 +133,11 @@ class CellsHooks(TaskHooks):
                       {"kept": len(report.kept), "removed": report.removed})
 
     def plan(self, config, runtime, data: RunData) -> TrainingPlan:
-        from an2dl_kit.augment.cells import CellsAugment
         from an2dl_kit.models import cells as models
-        from an2dl_kit.pipeline import Batches
 
         batch = runtime.global_batch(config.training.batch_size)
         weights = class_weight_vector(data.y_train)
-        a = config.augmentation
-        augment = CellsAugment(a.augment, class_weights=weights, cutmix_p=a.cutmix_p, mixup_p=a.mixup_p,
-                               mix_both=a.mix_both)
-        train = Batches(data.x_train, data.y_train, batch_size=batch, transform=augment, seed=config.training.seed,
-                        workers=config.run.workers, repeats=a.repeats, min_batch=runtime.replicas)
+        train = training_batches(data.x_train, data.y_train, config, batch, min_batch=runtime.replicas)
         m = config.model
         with runtime.scope():
             model, weights_used = models.build_classifier(

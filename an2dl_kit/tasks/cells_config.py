@@ -112,12 +112,16 @@ class Augmentation:
     """Args:
         augment: a name of `registries.CELLS_AUGMENTATIONS`.
         repeats: augmented copies of the training set per epoch.
+        echo: epochs each image's per-image augmentation draw serves; the cheap batch stage (dihedral turn,
+            mixing) is drawn fresh every epoch (`pipeline.Batches`). On two CPU cores the per-image stage costs
+            TensorFlow's compute a tenth of its cores; echoed twice, half as much.
         cutmix_p, mixup_p: per-batch probabilities of CutMix and MixUp.
         mix_both: CutMix and then MixUp, each with its own probability, instead of at most one per batch.
     """
 
     augment: str = choice(CELLS_AUGMENTATIONS)
     repeats: int = bounded(1, 16)
+    echo: int = bounded(1, 16, default=1)
     cutmix_p: float = bounded(0.0, 1.0)
     mixup_p: float = bounded(0.0, 1.0)
     mix_both: bool = False
@@ -175,7 +179,7 @@ REFERENCE = derive(
 LOCAL = derive(
     KAGGLE, backbone="small_cnn", weights="none", image_size=48, batch_size=32, epochs=200, learning_rate=3e-3,
     finetune_epochs=0, finetune_learning_rate=0.0, warmup_epochs=2, restart_epochs=200.0, patience=200,
-    keep_weights="last", augment="robust", repeats=1, cutmix_p=0.0, mixup_p=0.0, tta="dihedral", budget_s=600.0,
+    keep_weights="last", augment="robust", repeats=1, echo=2, cutmix_p=0.0, mixup_p=0.0, tta="dihedral", budget_s=600.0,
     workers=2,
 )
 SMOKE = derive(

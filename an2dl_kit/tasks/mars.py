@@ -41,6 +41,8 @@ class PassSlices(Batches):
     def __init__(self, *args, parts: int = 1, **kwargs):
         self.parts = max(int(parts), 1)  # read by epoch_order, which Batches.__init__ calls
         super().__init__(*args, **kwargs)
+        if self.echo > 1 and self.parts > 1:
+            raise ValueError("pass slices cannot echo: the epochs of an echo period hold different tiles")
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         pass_index, part = divmod(epoch, self.parts)
