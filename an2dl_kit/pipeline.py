@@ -109,16 +109,21 @@ class Batches:
         order = self.epoch_order(epoch) if order is None else order
         positions = order[index * self.batch_size:(index + 1) * self.batch_size]
         samples = positions % len(self.x)
-        x = self.x[samples] if self.prepare is None else self._prepare(epoch // self.echo, positions)
+        period, into_period = divmod(epoch, self.echo)
+        if self.prepare is None:
+            x = self.x[samples]
+        elif into_period == 0:  # a period's first epoch: its batches are the period's blocks
+            x = self._block(period, index, order)
+        else:
+            x = self._echoed(period, positions)
         y = self.y[samples]
         if self.transform is None:
             return x, y
         return self.transform(x, y, np.random.default_rng([self.seed, epoch, index]))
 
-    def _prepare(self, period: int, positions: np.ndarray) -> np.ndarray:
-        """The `prepare` draws of `positions` for an echo period. Block b of a period is batch b of the
-        period's first epoch, prepared in one call; with `echo` > 1 the blocks are kept for the period's
-        other epochs (two workers that need a block at once both compute it, with the same result)."""
+    def _echoed(self, period: int, positions: np.ndarray) -> np.ndarray:
+        """The `prepare` draws of `positions` in a later epoch of an echo period, gathered from the period's
+        blocks (two workers that need a block at once both compute it, with the same result)."""
         fresh_order = self.epoch_order(period * self.echo)
         rank = np.empty_like(fresh_order)
         rank[fresh_order] = np.arange(len(fresh_order))
@@ -127,6 +132,8 @@ class Batches:
         return np.stack([prepared[b][r] for b, r in zip(blocks.tolist(), rows.tolist(), strict=True)])
 
     def _block(self, period: int, block: int, fresh_order: np.ndarray) -> np.ndarray:
+        """Block b of a period: batch b of the period's first epoch, prepared in one call and, with `echo` > 1,
+        kept for the period's other epochs."""
         with self._prepared_lock:
             kept = self._prepared.get((period, block))
         if kept is not None:

@@ -136,7 +136,6 @@ class CellsHooks(TaskHooks):
         from an2dl_kit.models import cells as models
 
         batch = runtime.global_batch(config.training.batch_size)
-        weights = class_weight_vector(data.y_train)
         train = training_batches(data.x_train, data.y_train, config, batch, min_batch=runtime.replicas)
         m = config.model
         with runtime.scope():
@@ -147,7 +146,8 @@ class CellsHooks(TaskHooks):
                 "weights_used": weights_used}
         return TrainingPlan(model, train, (data.x_val.astype(np.float32), onehot(data.y_val)),
                             phases(config, runtime, weights_used != "none"), info,
-                            details=lambda: {"class_weights": weights.tolist()}, batch_size=batch)
+                            details=lambda: {"class_weights": train.transform.class_weights.tolist()},
+                            batch_size=batch)
 
     def shifted_validation(self, config, data: RunData,
                            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str] | None:
