@@ -110,10 +110,10 @@ def test_seeded_batches_are_reproducible_and_differ_across_batches_epochs_and_wo
     first, again = _batches(workers=2), _batches(workers=2)
     batch0, batch1 = first[0][0], first[1][0]
     np.testing.assert_array_equal(batch0, again[0][0])
-    # The two batches two workers would build differ, and so do the images within them (a sixth of the images
-    # get only a dihedral turn, one of 8, and can repeat by chance, hence "most").
+    # The two batches two workers would build differ, and so do the images within them: a third of the images
+    # get only a dihedral turn and can repeat, but the 8 turns alone could not give more than 8 distinct ones.
     assert not np.array_equal(batch0, batch1)
-    assert len({image.tobytes() for image in np.concatenate([batch0, batch1])}) >= 12
+    assert len({image.tobytes() for image in np.concatenate([batch0, batch1])}) > 8
     np.testing.assert_array_equal(_batches(workers=1)[1][0], batch1)
     first.set_epoch(1)
     assert not np.array_equal(first[0][0], batch0)

@@ -130,7 +130,7 @@ def test_smoke_run_writes_every_file_and_a_valid_submission(smoke_run, synthetic
     assert metrics["overrides"] == {"tta": "identity,flip_lr"}
     assert metrics["config"]["inference"]["tta"] == "identity,flip_lr"
     selection = metrics["tta"]["selection"]
-    assert selection["images"] == (f"{metrics['samples']['validation']} validation images + 3 robust_strong copies of "
+    assert selection["images"] == (f"{metrics['samples']['validation']} validation images + 6 robust_strong copies of "
                                   "them")
     assert metrics["tta"]["views"] == (["identity", "flip_lr"] if selection["views"] >= selection["identity"]
                                        else ["identity"])
