@@ -136,9 +136,9 @@ class CellsInference(Inference):
             dropped the dihedral views in two of three seeds, in each of two three-seed runs, though the views
             raised every seed on test; with the copies, the views were kept in all three (README, cells).
         tta_select_copies: how many copies: one copy let a single image decide (the views dropped at −1 of 480
-            in two trained models whose test accuracy they raised); three kept them in 11 of 13 models and
+            in two trained models whose test accuracy they raised); three kept them in 13 of 15 models and
             dropped them twice, at −1 and −2 of 960; six kept them in the three models of that last run (+23,
-            +6, +41 images of 1,680) and in all three of the next.
+            +4, +41 images of 1,680) and in all three of the next.
     """
 
     tta_select_shift: str = choice(CELLS_AUGMENTATIONS, default="none")
