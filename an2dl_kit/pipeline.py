@@ -11,8 +11,10 @@ the first batches of an epoch are built while the last ones train and while vali
 `PyDataset` loader restarts its workers at every epoch and has nothing ready when an epoch begins; on two
 cores it fed the cells model at 0.75-0.82x the rate of preloaded tensors (`bench.hardware_pipeline`).
 
-A two-stage augmentation can echo its costly stage (data echoing, Choi et al. 2019): `prepare` draws are
-kept for `echo` epochs, while `transform` (cheap geometry, labels, batch mixing) runs fresh on every batch.
+A two-stage augmentation can echo its costly stage (data echoing, Choi et al. 2019): a transform that has a
+`prepare` attribute (a per-sample stage, `(x, rng) -> x'`, applied before it) has those draws kept for `echo`
+epochs, while the transform itself (cheap geometry, labels, batch mixing) runs fresh on every batch. The
+stage travels with its transform, so a two-stage transform can never be fed without its first stage.
 The draws of an echo period are made batch by batch in the batches of its first epoch, each seeded by
 (seed, period, batch index); a later epoch, a worker that gets there first or a run resumed mid-period
 computes the same ones, so they never depend on timing.
@@ -27,7 +29,7 @@ from threading import Lock
 
 import numpy as np
 
-# A batch transform: (x, y, rng) -> (x, y) or (x, y, sample_weight).
+# A batch transform: (x, y, rng) -> (x, y) or (x, y, sample_weight); it may carry a `prepare` stage.
 Transform = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple]
 # A per-sample stage over a batch of samples: (x, rng) -> x.
 Prepare = Callable[[np.ndarray, np.random.Generator], np.ndarray]
@@ -43,8 +45,8 @@ class Batches:
     Args:
         x, y: arrays with the same first dimension.
         batch_size: samples per batch (the global batch under a distribution strategy).
-        transform: optional batch transform `(x, y, rng) -> (x, y[, sample_weight])`.
-        prepare: optional per-sample stage before `transform`, `(x, rng) -> x'`.
+        transform: optional batch transform `(x, y, rng) -> (x, y[, sample_weight])`; its `prepare`
+            attribute, when it has one and it is not None, is its per-sample first stage `(x, rng) -> x'`.
         echo: epochs each sample's `prepare` draw serves (1: a new draw every epoch).
         seed: base seed of the shuffling and of every batch's generator.
         shuffle: reshuffle the samples every epoch.
@@ -64,7 +66,6 @@ class Batches:
         *,
         batch_size: int,
         transform: Transform | None = None,
-        prepare: Prepare | None = None,
         echo: int = 1,
         seed: int = 0,
         shuffle: bool = True,
@@ -80,7 +81,7 @@ class Batches:
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.transform = transform
-        self.prepare = prepare
+        self.prepare: Prepare | None = getattr(transform, "prepare", None)
         self.echo = max(int(echo), 1)
         self._prepared: dict[tuple[int, int], np.ndarray] = {}  # (echo period, block) -> prepared samples
         self._prepared_lock = Lock()

@@ -173,7 +173,7 @@ def cells_rows() -> list[Row]:
         progress(f"augment: {item}")
         transform = CellsAugment(pipeline, cutmix_p=cutmix_p, mixup_p=mixup_p)
         value = batches_rate(Batches(images, labels, batch_size=kaggle.training.batch_size, transform=transform,
-                                     prepare=transform.prepare, seed=0, workers=1))
+                                     seed=0, workers=1))
         note = f"{value / naive:.0f}x naive; {target_note(value, CELLS_TARGET)}"
         if value < CELLS_TARGET:  # the per-image pipeline; CutMix/MixUp act once per batch
             note += "; " + dominant_op(CELLS_AUGMENTATIONS.load(pipeline), images)

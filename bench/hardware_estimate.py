@@ -143,8 +143,8 @@ def cells_rows() -> list[Row]:
     progress("estimate: cells augmentation rate of the kaggle transform")
     images, labels = cells_pool()
     transform = CellsAugment(a.augment, cutmix_p=a.cutmix_p, mixup_p=a.mixup_p)
-    aug_rate = batches_rate(Batches(images, labels, batch_size=t.batch_size, transform=transform,
-                                    prepare=transform.prepare, seed=0, workers=1))
+    aug_rate = batches_rate(Batches(images, labels, batch_size=t.batch_size, transform=transform, seed=0,
+                                    workers=1))
     progress("estimate: cells TTA view handling")
     handling = view_handling_rate(CELLS.name)
 

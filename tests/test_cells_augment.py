@@ -102,8 +102,7 @@ def _batches(workers, seed=7, n=32):
     images = np.repeat(_images(1), n, axis=0)  # identical images: any difference is augmentation
     labels = np.zeros(n, np.int64)
     augment = aug.CellsAugment("robust")
-    return Batches(images, labels, batch_size=8, transform=augment, prepare=augment.prepare, seed=seed,
-                   workers=workers)
+    return Batches(images, labels, batch_size=8, transform=augment, seed=seed, workers=workers)
 
 
 def test_seeded_batches_are_reproducible_and_differ_across_batches_epochs_and_workers():

@@ -84,7 +84,7 @@ def test_pass_slices_cover_every_tile_once_per_pass():
 def test_pass_slices_refuse_to_echo():
     x = np.zeros((10, 1), np.float32)
     with pytest.raises(ValueError, match="pass slices cannot echo"):
-        mars.PassSlices(x, x, batch_size=3, parts=2, echo=2, prepare=lambda images, rng: images)
+        mars.PassSlices(x, x, batch_size=3, parts=2, echo=2)
 
 
 def test_majority_filter_is_kept_only_when_it_does_not_lower_validation():

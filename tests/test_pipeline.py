@@ -106,19 +106,30 @@ def test_dataset_feeds_fit_the_stream_in_epochs_of_num_batches():
         np.testing.assert_array_equal(got, want)
 
 
+class FirstStageOnly:
+    """A transform that leaves its batches as they are and carries a per-sample first stage (`prepare`)."""
+
+    def __init__(self, prepare):
+        self.prepare = prepare
+
+    def __call__(self, x, y, rng):
+        return x, y
+
+
+def jitter(x, rng):
+    return x + rng.normal(size=x.shape).astype("float32")
+
+
 def prepared_values(batches, epoch):
-    """{sample id: its value after `prepare`} over one epoch (no transform: y is the sample id)."""
+    """{sample id: its value after `prepare`} over one epoch (the batch stage keeps it: y is the sample id)."""
     pairs = [batches.batch(epoch, i) for i in range(batches.num_batches)]
     return {int(label): float(value[0]) for x, y in pairs for value, label in zip(x, y, strict=True)}
 
 
 def test_echo_keeps_each_prepared_draw_for_its_period_whoever_asks_first():
-    def jitter(x, rng):
-        return x + rng.normal(size=x.shape).astype("float32")
-
     def make_echoing():
-        return Batches(np.arange(10, dtype="float32")[:, None], np.arange(10), batch_size=4, prepare=jitter,
-                       echo=2, seed=6, workers=2)
+        return Batches(np.arange(10, dtype="float32")[:, None], np.arange(10), batch_size=4,
+                       transform=FirstStageOnly(jitter), echo=2, seed=6, workers=2)
 
     batches = make_echoing()
     epochs = [prepared_values(batches, epoch) for epoch in range(3)]
@@ -126,13 +137,14 @@ def test_echo_keeps_each_prepared_draw_for_its_period_whoever_asks_first():
     assert all(epochs[2][k] != epochs[0][k] for k in range(10))  # a new period, new draws
     later_first = make_echoing()
     assert prepared_values(later_first, 1) == epochs[1]  # a run resumed at epoch 1 sees the same draws
-    fresh = Batches(np.arange(10, dtype="float32")[:, None], np.arange(10), batch_size=4, prepare=jitter, seed=6)
+    fresh = Batches(np.arange(10, dtype="float32")[:, None], np.arange(10), batch_size=4,
+                    transform=FirstStageOnly(jitter), seed=6)
     assert prepared_values(fresh, 0) != prepared_values(fresh, 1)  # echo 1: a new draw every epoch
 
 
 def test_copies_of_a_sample_get_their_own_prepared_draws():
     batches = Batches(np.zeros((3, 1), "float32"), np.arange(3), batch_size=6, repeats=2, echo=2,
-                      prepare=lambda x, rng: x + rng.normal(size=x.shape).astype("float32"))
+                      transform=FirstStageOnly(jitter))
     x, y = batches[0]
     assert sorted(y) == [0, 0, 1, 1, 2, 2]
     first, second = x[y == 0]

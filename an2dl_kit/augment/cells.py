@@ -23,7 +23,6 @@ mixed) labels.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated, Any
 
 import albumentations as A
@@ -33,10 +32,10 @@ from albumentations.core.transforms_interface import BaseTransformInitSchema
 from pydantic import AfterValidator
 
 from an2dl_kit.augment.common import SeededCompose
+from an2dl_kit.pipeline import Prepare as ImageStage
 from an2dl_kit.registries import CELLS_AUGMENTATIONS
 from an2dl_kit.task import CELLS
 
-ImageStage = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 # Colours of the stain-like artefacts (RGB): haematoxylin purple, eosin pink, dried-dye brown, methylene blue.
 STAIN_COLOURS = ((110, 40, 140), (220, 90, 150), (150, 100, 50), (60, 80, 170))
 # Coarseness of the grids the artefacts are drawn on (stains are smooth; bubble rims need finer detail).
@@ -385,7 +384,10 @@ def mix_batch(x, y, rng, cutmix_p: float = 0.0, mixup_p: float = 0.0, both: bool
 
 class CellsAugment:
     """The batch transform `(images, integer labels, rng) -> (images 0-255, one-hot labels, sample weights)`,
-    with the per-image stage apart: feed `pipeline.Batches(..., prepare=augment.prepare, transform=augment)`.
+    with the per-image stage apart as `prepare`, which `pipeline.Batches(..., transform=augment)` applies first
+    (and can echo over epochs).
+
+    Called on its own it applies the batch stage only: the images must come through `prepare` first.
 
     Images are float32 when the run mixes batches (blends), else uint8: a quarter of the bytes to hand over to
     the model, which casts them itself (`bench.hardware_pipeline`).

@@ -71,7 +71,7 @@ def training_batches(x: np.ndarray, y: np.ndarray, config, batch_size: int, min_
     a = config.augmentation
     augment = CellsAugment(a.augment, class_weights=class_weight_vector(y), cutmix_p=a.cutmix_p,
                            mixup_p=a.mixup_p, mix_both=a.mix_both)
-    return Batches(x, y, batch_size=batch_size, transform=augment, prepare=augment.prepare, echo=a.echo,
+    return Batches(x, y, batch_size=batch_size, transform=augment, echo=a.echo,
                    seed=config.training.seed, workers=config.run.workers, repeats=a.repeats, min_batch=min_batch)
 
 
