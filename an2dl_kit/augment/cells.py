@@ -32,7 +32,7 @@ from albumentations.core.transforms_interface import BaseTransformInitSchema
 from pydantic import AfterValidator
 
 from an2dl_kit.augment.common import SeededCompose
-from an2dl_kit.pipeline import Prepare as ImageStage
+from an2dl_kit.pipeline import Prepare
 from an2dl_kit.registries import CELLS_AUGMENTATIONS
 from an2dl_kit.task import CELLS
 
@@ -309,7 +309,7 @@ def random_dihedral(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 BATCH_GEOMETRY = ("robust", "robust_strong")
 
 
-def image_stages(pipeline: str) -> tuple[ImageStage | None, ImageStage | None]:
+def image_stages(pipeline: str) -> tuple[Prepare | None, Prepare | None]:
     """A name in `registries.CELLS_AUGMENTATIONS` as (per-image stage, batch stage), each `(images, rng) ->
     images` or None when empty: the albumentations pipeline (after `random_affine` for `BATCH_GEOMETRY`), then
     `random_dihedral` for `BATCH_GEOMETRY`. The first is the costly one (`pipeline.Batches` can echo it)."""
@@ -322,7 +322,7 @@ def image_stages(pipeline: str) -> tuple[ImageStage | None, ImageStage | None]:
     return (lambda images, rng: per_image(random_affine(images, rng), rng)), random_dihedral
 
 
-def image_augmenter(pipeline: str) -> ImageStage:
+def image_augmenter(pipeline: str) -> Prepare:
     """`(images, rng) -> augmented images`: both stages of `image_stages` ("none": as is)."""
     stages = [stage for stage in image_stages(pipeline) if stage is not None]
 
