@@ -124,7 +124,7 @@ def _add_compare(sub) -> None:
     _add_run_settings(p)
     p.add_argument("--vary", metavar="FIELD=A,B,...", help="one run per value of a field, e.g. loss=cce,dice")
     p.add_argument("--backbones", help="cells: the same as --vary backbone=A,B")
-    p.add_argument("--losses", help="mars: the same as --vary loss=A,B, e.g. cce,dice,tversky,focal")
+    p.add_argument("--losses", help="mars: the same as --vary loss=A,B, e.g. cce,dice,tversky,focal,lovasz")
     p.set_defaults(func=_handler("an2dl_kit.tasks.runner:compare_cli"))
 
 

@@ -97,6 +97,35 @@ def tversky(y_true, y_pred, class_weights=None, ignore_background=False, alpha=T
     return _class_mean(1.0 - score, weights)
 
 
+def _lovasz_gradient(truth_sorted):
+    """The Lovász extension's gradient of the Jaccard loss, at pixels sorted by falling error (per class row)."""
+    total = ops.sum(truth_sorted, axis=-1, keepdims=True)
+    intersection = total - ops.cumsum(truth_sorted, axis=-1)
+    union = total + ops.cumsum(1.0 - truth_sorted, axis=-1)
+    jaccard = 1.0 - intersection / union
+    return ops.concatenate([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], axis=-1)
+
+
+def lovasz(y_true, y_pred, class_weights=None, ignore_background=False):
+    """Lovász-softmax loss (Berman et al., 2018): the tight convex surrogate of 1 - IoU, per class over the batch.
+
+    Equals 1 - IoU exactly on one-hot predictions, so it optimises the leaderboard metric itself; the mean runs
+    over the classes present in the batch's counted pixels. Uncounted pixels get error 0 and no truth, which
+    sorts them last and leaves the loss as if they were dropped (static shapes, no boolean masks).
+    """
+    truth, y_pred, pixel_weights, weights = _prepare(y_true, y_pred, class_weights, ignore_background)
+    num_classes = y_pred.shape[-1]
+    counted = ops.cast(pixel_weights > 0, "float32") if ignore_background else ops.ones_like(pixel_weights)
+    counted = ops.reshape(counted, (1, -1))
+    truth = ops.transpose(ops.reshape(truth, (-1, num_classes))) * counted
+    errors = ops.abs(truth - ops.transpose(ops.reshape(y_pred, (-1, num_classes)))) * counted
+    order = ops.flip(ops.argsort(errors, axis=-1), axis=-1)
+    gradient = ops.stop_gradient(_lovasz_gradient(ops.take_along_axis(truth, order, axis=-1)))
+    losses = ops.sum(ops.take_along_axis(errors, order, axis=-1) * gradient, axis=-1)
+    present = ops.cast(ops.sum(truth, axis=-1) > 0, "float32")
+    return _class_mean(losses, weights * present)
+
+
 def combined_loss(y_true, y_pred, terms=("cce",), class_weights=None, ignore_background=False):
     """The unweighted sum of the loss terms, named as in `registries.LOSSES`."""
     return sum(LOSSES.load(t)(y_true, y_pred, class_weights, ignore_background) for t in terms)

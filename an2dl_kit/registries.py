@@ -54,6 +54,7 @@ LOSSES: Registry[str] = Registry("loss", {
     "dice": "an2dl_kit.losses:dice",
     "tversky": "an2dl_kit.losses:tversky",
     "focal": "an2dl_kit.losses:categorical_focal",
+    "lovasz": "an2dl_kit.losses:lovasz",
 })
 
 # name -> factory() -> albumentations.Compose (None: no augmentation)

@@ -84,7 +84,7 @@ def test_overrides_are_baked_in_canonically_and_printed_by_the_banner(clean_env,
 
 
 @pytest.mark.parametrize("kwargs, shown", [
-    ({"overrides": ["loss=lovasz"]}, "loss 'lovasz': unknown; choose one of cce, dice, tversky, focal"),
+    ({"overrides": ["loss=boundary"]}, "loss 'boundary': unknown; choose one of cce, dice, tversky, focal, lovasz"),
     ({"name": "Focal"}, "--name 'Focal': use lowercase letters"),
 ])
 def test_bad_override_or_name_writes_no_bundle(clean_env, tmp_path, kwargs, shown):

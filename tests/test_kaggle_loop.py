@@ -292,7 +292,7 @@ def test_push_with_overrides_and_a_name_sends_them_to_its_own_kernel(kit, standi
 @pytest.mark.parametrize("args, shown", [
     (("--set", "nosuch=1"), "mars setting 'nosuch': unknown; choose one of val_fraction,"),
     (("--set", "epochs=many"), "mars setting epochs='many': expected an integer"),
-    (("--set", "loss=lovasz"), "loss 'lovasz': unknown; choose one of cce, dice, tversky, focal"),
+    (("--set", "loss=boundary"), "loss 'boundary': unknown; choose one of cce, dice, tversky, focal, lovasz"),
     (("--set", "epochs"), "--set 'epochs': expected FIELD=VALUE"),
     (("--name", "Focal Loss"), "--name 'Focal Loss': use lowercase letters, digits and single hyphens"),
     (("--name", "v2"), "--name 'v2': reserved"),

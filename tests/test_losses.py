@@ -67,6 +67,25 @@ def test_tversky_by_hand_with_an_absent_class():
     assert value(L.tversky, ignore_background=True) == pytest.approx(expected, rel=1e-6)
 
 
+def test_lovasz_by_hand_over_the_present_classes():
+    # Labelled pixels 0, 1, 3. Class 1: truth 1 0 1, errors .4 .2 .7; sorted .7 .4 .2 with Jaccard steps
+    # .5 .5 0 -> .55. Class 2: truth 0 1 0, errors .2 .5 .4; the first step takes it all -> .5. Class 3 is absent.
+    assert value(L.lovasz, ignore_background=True) == pytest.approx((0.55 + 0.5) / 2, rel=1e-6)
+    assert value(L.lovasz, class_weights=[9, 1, 3, 1], ignore_background=True) == pytest.approx(
+        (0.55 + 3 * 0.5) / 4, rel=1e-6)
+
+
+def test_lovasz_is_one_minus_iou_on_one_hot_predictions():
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 4, size=(2, 6, 7))
+    predicted = np.where(rng.random(truth.shape) < 0.6, truth, rng.integers(0, 4, size=truth.shape))
+    labelled = truth > 0
+    iou = [np.sum((truth == k) & (predicted == k) & labelled) / np.sum(((truth == k) | (predicted == k)) & labelled)
+           for k in (1, 2, 3)]
+    one_hot = np.eye(4, dtype="float32")[predicted]
+    assert value(L.lovasz, y=truth, p=one_hot, ignore_background=True) == pytest.approx(1 - np.mean(iou), rel=1e-6)
+
+
 def test_dice_with_background_counts_every_pixel_and_class():
     # Class 0 over all 4 pixels: I 0.7, P 1.1, T 1; other classes gain pixel 2's mass in P.
     stats = {0: (0.7, 1.1, 1.0), 1: (0.9, 1.2, 2.0), 2: (0.5, 1.2, 1.0), 3: (0.0, 0.5, 0.0)}
@@ -101,12 +120,12 @@ def test_sums_and_parsing():
     total = value(lambda y, p: L.combined_loss(y, p, ("cce", "dice"), None, True))
     assert total == pytest.approx(value(L.weighted_cce, ignore_background=True)
                                   + value(L.dice, ignore_background=True), rel=1e-6)
-    for bad, name in (("", ""), ("cce+lovasz", "lovasz"), ("+", "+")):
-        message = f"^loss '{re.escape(name)}': unknown; choose one of cce, dice, tversky, focal$"
+    for bad, name in (("", ""), ("cce+boundary", "boundary"), ("+", "+")):
+        message = f"^loss '{re.escape(name)}': unknown; choose one of cce, dice, tversky, focal, lovasz$"
         with pytest.raises(KitError, match=message):
             loss_terms(bad)
-    with pytest.raises(KitError, match="^loss 'lovasz': unknown"):
-        L.SegmentationLoss("cce+lovasz")
+    with pytest.raises(KitError, match="^loss 'boundary': unknown"):
+        L.SegmentationLoss("cce+boundary")
 
 
 def test_segmentation_loss_wrapper_matches_and_serialises():

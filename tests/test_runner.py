@@ -96,7 +96,7 @@ def test_compare_runs_one_variant_per_value_and_writes_a_table(tmp_path, monkeyp
 
 def test_compare_checks_every_variant_before_training(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "run", lambda *a, **k: pytest.fail("trained before checking every variant"))
-    with pytest.raises(KitError, match="loss 'hinge': unknown; choose one of cce, dice, tversky, focal"):
+    with pytest.raises(KitError, match="loss 'hinge': unknown; choose one of cce, dice, tversky, focal, lovasz"):
         runner.compare_cli(_args(tmp_path, task="mars", losses="cce,hinge"))
     with pytest.raises(KitError, match="--vary loss=cce,dice"):
         runner.compare_cli(_args(tmp_path, task="mars"))
