@@ -50,9 +50,14 @@ def _pixel_mean(values, pixel_weights):
     return ops.divide_no_nan(ops.sum(values * pixel_weights), ops.sum(pixel_weights))
 
 
+def _counted(pixel_weights, ignore_background):
+    """1 for the pixels a region loss counts, 0 for the rest (B, H, W): all pixels unless background is left out."""
+    return ops.cast(pixel_weights > 0, "float32") if ignore_background else ops.ones_like(pixel_weights)
+
+
 def _region_stats(truth, y_pred, pixel_weights, ignore_background):
     """Soft intersection, predicted mass and true mass per class over the counted pixels."""
-    mask = ops.cast(pixel_weights > 0, "float32")[..., None] if ignore_background else 1.0
+    mask = _counted(pixel_weights, ignore_background)[..., None]
     axes = tuple(range(len(y_pred.shape) - 1))
     intersection = ops.sum(truth * y_pred * mask, axis=axes)
     predicted = ops.sum(y_pred * mask, axis=axes)
@@ -115,8 +120,7 @@ def lovasz(y_true, y_pred, class_weights=None, ignore_background=False):
     """
     truth, y_pred, pixel_weights, weights = _prepare(y_true, y_pred, class_weights, ignore_background)
     num_classes = y_pred.shape[-1]
-    counted = ops.cast(pixel_weights > 0, "float32") if ignore_background else ops.ones_like(pixel_weights)
-    counted = ops.reshape(counted, (1, -1))
+    counted = ops.reshape(_counted(pixel_weights, ignore_background), (1, -1))
     truth = ops.transpose(ops.reshape(truth, (-1, num_classes))) * counted
     errors = ops.abs(truth - ops.transpose(ops.reshape(y_pred, (-1, num_classes)))) * counted
     order = ops.flip(ops.argsort(errors, axis=-1), axis=-1)
