@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from an2dl_kit.errors import SubmissionError
-from an2dl_kit.task import CELLS, MARS, TASKS
+from an2dl_kit.task import BIG_ROCK, CELLS, MARS, TASKS
 
 CHUNK = 1 << 22  # pixels per bincount call: bounded memory for the 82 M pixels of the course test set
 
@@ -92,6 +92,26 @@ def cells_scores(y_true, y_pred) -> dict:
     }
 
 
+def class_errors(cm: np.ndarray, class_id: int) -> dict:
+    """Where one class goes wrong, from a confusion matrix (rows true, columns predicted): {"recall",
+    "precision" (NaN where undefined), "missed_as": {predicted class: share of the class's missed pixels}}."""
+    cm = np.asarray(cm, dtype=np.float64)
+    hits, actual, predicted = cm[class_id, class_id], cm[class_id].sum(), cm[:, class_id].sum()
+    missed = actual - hits
+    return {"recall": float(hits / actual) if actual else np.nan,
+            "precision": float(hits / predicted) if predicted else np.nan,
+            "missed_as": {c: float(cm[class_id, c] / missed) if missed else 0.0
+                          for c in range(len(cm)) if c != class_id}}
+
+
+def format_class_errors(cm: np.ndarray, class_id: int, names: tuple[str, ...]) -> str:
+    """`class_errors` in one line: "big rock: recall 0.36, precision 0.45; missed pixels predicted as ..."."""
+    errors = class_errors(cm, class_id)
+    shares = ", ".join(f"{names[c]} {share:.0%}" for c, share in errors["missed_as"].items() if share > 0)
+    return (f"{names[class_id]}: recall {errors['recall']:.2f}, precision {errors['precision']:.2f}; "
+            f"missed pixels predicted as {shares or 'nothing else'}")
+
+
 # Task name -> (truth, predicted labels) -> scores: the one place a task picks its scorer.
 SCORERS = {CELLS.name: cells_scores, MARS.name: mars_scores}
 
@@ -105,7 +125,8 @@ def format_scores(task: str, scores: dict) -> str:
             f"ignore_class={MARS.ignored_class}), the leaderboard metric)\n"
             f"IoU  {per_class}\n"
             f"pixel accuracy {scores['pixel_accuracy']:.4f} on labelled pixels; "
-            f"background predicted on {scores['background_predicted']:.2%} of them"
+            f"background predicted on {scores['background_predicted']:.2%} of them\n"
+            + format_class_errors(scores["confusion_matrix"], BIG_ROCK, MARS.class_names)
         )
     cm = scores["confusion_matrix"]
     width = max(len(str(cm.max())), 3)

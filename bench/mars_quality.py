@@ -29,7 +29,8 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from an2dl_kit.task import LABELS_FILE, MARS  # noqa: E402
+from an2dl_kit.metrics import format_class_errors  # noqa: E402
+from an2dl_kit.task import BIG_ROCK, LABELS_FILE, MARS  # noqa: E402
 from bench.common import Row, add_rows_option, emit, fmt, progress  # noqa: E402
 
 PART = "mars_quality"
@@ -66,6 +67,11 @@ def result_rows(name: str, metrics: dict, budget: float) -> list[Row]:
         per_class = ", ".join(f"{c} {scores['iou'][c]:.3f}" for c in CLASSES)
         rows.append(Row(PART, f"{name}: test mIoU, {label}", f"{scores['miou']:.4f}", "mIoU",
                         f"per class: {per_class}; pixel accuracy {scores['pixel_accuracy']:.3f}"))
+    validation, test = metrics["validation_tta"], metrics["test_tta"]
+    rows.append(Row(PART, f"{name}: big rock, validation -> test",
+                    f"{validation['iou']['big rock']:.3f} -> {test['iou']['big rock']:.3f}", "IoU",
+                    f"validation {format_class_errors(validation['confusion_matrix'], BIG_ROCK, MARS.class_names)}"
+                    f"; test {format_class_errors(test['confusion_matrix'], BIG_ROCK, MARS.class_names)}"))
     phase = metrics["phases"][0]
     seconds, machine = metrics["seconds"], metrics["machine"]
     share = seconds["training_cpu"] / (seconds["training"] * machine["cpu_count"])

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from an2dl_kit.errors import SubmissionError
-from an2dl_kit.metrics import cells_scores, confusion_matrix, mars_scores, score_files
+from an2dl_kit.metrics import (
+    cells_scores,
+    class_errors,
+    confusion_matrix,
+    format_class_errors,
+    format_scores,
+    mars_scores,
+    score_files,
+)
 from an2dl_kit.submission import write_cells_csv, write_mars_csv
 
 
@@ -21,6 +29,27 @@ def test_hand_computed_miou():
     assert np.isnan(scores["iou"]["big rock"])
     assert scores["pixel_accuracy"] == pytest.approx(4 / 6)
     assert scores["background_predicted"] == pytest.approx(1 / 6)
+
+
+def test_class_errors_hand_computed():
+    # Big rock (4): 10 true pixels, 4 found, 5 called bedrock, 1 sand; 2 soil and 2 bedrock pixels called rock.
+    y_true = np.array([4] * 10 + [1] * 2 + [2] * 2)
+    y_pred = np.array([4] * 4 + [2] * 5 + [3] + [4] * 2 + [4] * 2)
+    cm = mars_scores(y_true, y_pred)["confusion_matrix"]
+    errors = class_errors(cm, 4)
+    assert errors["recall"] == pytest.approx(0.4) and errors["precision"] == pytest.approx(0.5)
+    assert errors["missed_as"] == pytest.approx({0: 0.0, 1: 0.0, 2: 5 / 6, 3: 1 / 6})
+    assert format_class_errors(cm, 4, ("background", "soil", "bedrock", "sand", "big rock")) == (
+        "big rock: recall 0.40, precision 0.50; missed pixels predicted as bedrock 83%, sand 17%")
+    assert format_scores("mars", mars_scores(y_true, y_pred)).endswith("bedrock 83%, sand 17%")
+
+
+def test_class_errors_of_an_absent_or_perfect_class():
+    absent = class_errors(confusion_matrix([1, 2], [1, 2], 5), 4)
+    assert np.isnan(absent["recall"]) and np.isnan(absent["precision"])
+    perfect = confusion_matrix([4, 4, 1], [4, 4, 1], 5)
+    assert class_errors(perfect, 4)["missed_as"] == {0: 0.0, 1: 0.0, 2: 0.0, 3: 0.0}
+    assert format_class_errors(perfect, 4, tuple("abcde")).endswith("missed pixels predicted as nothing else")
 
 
 def test_no_background_prediction_means_no_zero_term():
