@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import shutil
 import sys
 import time
@@ -36,8 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from an2dl_kit.task import CELLS, LABELS_FILE
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from bench.common import quietly
 
 DEFAULT_OUT = Path("build/bench/cells_robustness")
 SEED = 2024
@@ -393,4 +391,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(quietly(main))

@@ -122,8 +122,23 @@ def main(rows_fn: Callable[[], list[Row]], argv: list[str] | None = None) -> int
     parser = argparse.ArgumentParser(description=f"{name} benchmark")
     add_rows_option(parser)
     args = parser.parse_args(argv)
-    emit(rows_fn(), args.rows)
-    return 0
+
+    def run() -> int:
+        emit(rows_fn(), args.rows)
+        return 0
+
+    return quietly(run)
+
+
+def quietly(entry: Callable[[], int]) -> int:
+    """Run a benchmark's command line with TensorFlow's native log filtered out, as `an2dl` does
+    (`AN2DL_VERBOSE=1` keeps it)."""
+    if os.environ.get("AN2DL_VERBOSE") == "1":
+        return entry()
+    from an2dl_kit.native_log import quiet_native_log
+
+    with quiet_native_log():
+        return entry()
 
 
 def parse_rows(stdout: str) -> list[Row]:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import Row, fmt, progress, table
+from bench.common import Row, fmt, progress, quietly, table
 
 SEEDS = (0, 1, 2)
 COURSE_TILES = 10_022
@@ -139,4 +139,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(quietly(main))

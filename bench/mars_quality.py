@@ -31,7 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from an2dl_kit.metrics import format_class_errors  # noqa: E402
 from an2dl_kit.task import BIG_ROCK, LABELS_FILE, MARS  # noqa: E402
-from bench.common import Row, add_rows_option, emit, fmt, progress  # noqa: E402
+from bench.common import Row, add_rows_option, emit, fmt, progress, quietly  # noqa: E402
 
 PART = "mars_quality"
 DEFAULT_OUT = Path("build/bench/mars_quality")
@@ -168,4 +168,4 @@ def cli(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(quietly(cli))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -142,3 +144,28 @@ def test_native_log_lines_are_filtered_and_everything_else_passes():
     done = subprocess.run([sys.executable, "-c", NATIVE_NOISE_SCRIPT], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines() == ["a Python warning stays", "child line stays", "an2dl: error: after the block"]
+
+
+BENCH_NOISE_SCRIPT = """
+import os, sys
+from bench.common import quietly
+
+def entry():
+    os.write(2, b"2026-12-01 18:03:47.421029: E external/local_xla/cuda_platform.cc:51] failed call to cuInit\\n")
+    print("[bench] seed 0: training", file=sys.stderr, flush=True)
+    return 3
+
+sys.exit(quietly(entry))
+"""
+
+
+@pytest.mark.parametrize("verbose, expected", [
+    ("0", ["[bench] seed 0: training"]),
+    ("1", ["2026-12-01 18:03:47.421029: E external/local_xla/cuda_platform.cc:51] failed call to cuInit",
+           "[bench] seed 0: training"]),
+])
+def test_benchmarks_filter_native_log_unless_verbose(verbose, expected):
+    done = subprocess.run([sys.executable, "-c", BENCH_NOISE_SCRIPT], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[1], env={**os.environ, "AN2DL_VERBOSE": verbose})
+    assert done.returncode == 3
+    assert done.stderr.splitlines() == expected
