@@ -330,6 +330,14 @@ def _fit(model: keras.Model, train, val, epochs: int, phase_dir: Path, verbose: 
     )
 
 
+def weight_average_callbacks(model: keras.Model) -> list[keras.callbacks.Callback]:
+    """Where the model's optimizer keeps a moving average of the weights (`use_ema`, under any loss scaling),
+    the callback that swaps it in for validation and at every epoch's end, ahead of the callbacks that save
+    weights; none otherwise."""
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+    return [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if getattr(optimizer, "use_ema", False) else []
+
+
 def _check_choices(mode: str, keep: str) -> None:
     if mode not in ("min", "max"):
         raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
@@ -378,10 +386,11 @@ def fit_phase(model: keras.Model, train, val, *, name: str, epochs: int, out_dir
     recorder = _HistoryRecorder(out_dir / HISTORY_FILE, name)
     log(f"phase {name}: up to {epochs} epochs, monitoring {monitor} ({mode})")
     start = time.monotonic()
-    # The planner comes first: it writes the epoch's learning rate into the logs the others record.
-    history = _fit(model, train, val, epochs, phase_dir, verbose, [
-        budget, keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience), keeper, recorder,
-        *callbacks])
+    # The planner precedes the others: it writes the epoch's learning rate into the logs they record. A weight
+    # average swaps in ahead of them all at the end of an epoch, so that the keeper saves what validation scored.
+    stopping = keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience)
+    history = _fit(model, train, val, epochs, phase_dir, verbose,
+                   [*weight_average_callbacks(model), budget, stopping, keeper, recorder, *callbacks])
     seconds = time.monotonic() - start
     _restore_best(model, keeper, best, f"phase {name}")
     result = PhaseResult(name=name, epochs_run=len(recorder.rows), best_epoch=keeper.best_epoch,

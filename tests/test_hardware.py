@@ -49,16 +49,18 @@ def _batch_split(strategy, global_batch: int) -> list[list[list[int]]]:
 def _exercise(runtime, model, x, y) -> dict:
     """fit (through the kit's Batches), evaluate and predict a compiled model under the runtime's strategy."""
     from an2dl_kit.pipeline import Batches
+    from an2dl_kit.training import weight_average_callbacks
 
     batch = runtime.global_batch(PER_REPLICA_BATCH)
     batches = Batches(x, y, batch_size=batch, seed=0)
     history = model.fit(batches.dataset(), steps_per_epoch=batches.num_batches, epochs=1, shuffle=False,
-                        verbose=0)
+                        verbose=0, callbacks=weight_average_callbacks(model))
     evaluation = model.evaluate(x, y, batch_size=batch, verbose=0, return_dict=True)
     predictions = model.predict(x, batch_size=batch, verbose=0)
     variable = model.trainable_variables[0]
     copies = runtime.strategy.experimental_local_results(variable.value)
     return {
+        "weight_average": bool(weight_average_callbacks(model)),
         "variable_type": type(variable.value).__name__,
         "copies": len(copies),
         "copies_equal": all(np.array_equal(copies[0].numpy(), c.numpy()) for c in copies),
@@ -87,7 +89,7 @@ def _cells_case(runtime) -> dict:
     return _exercise(runtime, model, x, y)
 
 
-def _mars_case(runtime) -> dict:
+def _mars_case(runtime, overrides: dict | None = None) -> dict:
     """The smoke profile's U-Net, with its loss and metrics, as tasks/mars.py builds it."""
     from an2dl_kit.tasks import mars, resolve_config
 
@@ -95,8 +97,13 @@ def _mars_case(runtime) -> dict:
     x = mars.HOOKS.to_inputs(rng.uniform(0, 255, (SAMPLES, 64, 128)))
     y = rng.integers(0, 5, (SAMPLES, 64, 128)).astype("uint8")
     with runtime.scope():
-        model, _ = mars.build_and_compile(resolve_config("mars", "smoke"), runtime)
+        model, _ = mars.build_and_compile(resolve_config("mars", "smoke", overrides), runtime)
     return _exercise(runtime, model, x, y)
+
+
+def _mars_weight_average_case(runtime) -> dict:
+    """The same with the weight average on, swapped in and out of every replica's copy."""
+    return _mars_case(runtime, {"ema_momentum": 0.9})
 
 
 def mirrored_child() -> dict:
@@ -106,7 +113,7 @@ def mirrored_child() -> dict:
     runtime = setup_runtime(seed=0)
     report = {"runtime": runtime.as_dict(), "global_batch": runtime.global_batch(PER_REPLICA_BATCH),
               "split": _batch_split(runtime.strategy, runtime.global_batch(PER_REPLICA_BATCH))}
-    for task, case in (("cells", _cells_case), ("mars", _mars_case)):
+    for task, case in (("cells", _cells_case), ("mars", _mars_case), ("mars_ema", _mars_weight_average_case)):
         try:
             report[task] = case(runtime)
         except Exception as error:  # reported, so the parent test names the failing task
@@ -145,10 +152,12 @@ def test_per_replica_batches_add_up_to_the_global_batch(mirrored):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("task", "shape"), [("cells", [SAMPLES, 8]), ("mars", [SAMPLES, 64, 128, 5])])
+@pytest.mark.parametrize(("task", "shape"), [("cells", [SAMPLES, 8]), ("mars", [SAMPLES, 64, 128, 5]),
+                                             ("mars_ema", [SAMPLES, 64, 128, 5])])
 def test_task_model_trains_evaluates_and_predicts_mirrored(mirrored, task, shape):
     report = mirrored[task]
     assert "error" not in report, report.get("error")
+    assert report["weight_average"] == (task == "mars_ema")
     assert report["variable_type"] == "MirroredVariable", "model variables were not created in the scope"
     assert report["copies"] == REPLICAS
     assert report["copies_equal"], "replica copies diverged: gradients were not all-reduced"

@@ -79,8 +79,9 @@ def build_and_compile(config, runtime):
     m, t = config.model, config.training
     model = build_model(m.architecture, width=m.width, dropout=m.dropout, fused_head=m.fused_head)
     loss = SegmentationLoss(t.loss, ignore_background=t.ignore_background)
+    average = {"use_ema": True, "ema_momentum": t.ema_momentum} if t.ema_momentum else {}
     model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate=0.0, weight_decay=t.weight_decay),
+        optimizer=keras.optimizers.AdamW(learning_rate=0.0, weight_decay=t.weight_decay, **average),
         loss=loss,
         metrics=mars_metrics(MARS.num_classes, never_background=t.never_background),
         jit_compile=runtime.jit_compile and not config.run.run_eagerly,

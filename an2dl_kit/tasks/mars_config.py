@@ -64,6 +64,8 @@ class Training:
         patience: early-stopping patience in epochs.
         keep_weights: "best" (the best validation epoch of the run) or "last" (the last epoch's weights).
         seed: the run's seed (split, initialisation, augmentation).
+        ema_momentum: per-step momentum of the exponential moving average of the weights (Polyak averaging);
+            the average, not the last step's weights, is validated, checkpointed and submitted (0: off).
         members: models trained with seeds seed, seed+1, ... on the same split, each in its own folder
             (`member_<k>/`) with an equal share of the time budget, and averaged (see README "Ensembles").
     """
@@ -83,6 +85,7 @@ class Training:
     weight_decay: float = bounded(0.0, default=1e-4)
     patience: int = bounded(1)
     keep_weights: str = choice(KEEP_WEIGHTS, default="best")
+    ema_momentum: float = bounded(0.0, 0.9999, default=0.0)
     seed: int = 42
     members: int = bounded(1, 32, default=1)
 
