@@ -53,14 +53,15 @@ def _exercise(runtime, model, x, y) -> dict:
 
     batch = runtime.global_batch(PER_REPLICA_BATCH)
     batches = Batches(x, y, batch_size=batch, seed=0)
+    average = weight_average_callbacks(model)
     history = model.fit(batches.dataset(), steps_per_epoch=batches.num_batches, epochs=1, shuffle=False,
-                        verbose=0, callbacks=weight_average_callbacks(model))
+                        verbose=0, callbacks=average)
     evaluation = model.evaluate(x, y, batch_size=batch, verbose=0, return_dict=True)
     predictions = model.predict(x, batch_size=batch, verbose=0)
     variable = model.trainable_variables[0]
     copies = runtime.strategy.experimental_local_results(variable.value)
     return {
-        "weight_average": bool(weight_average_callbacks(model)),
+        "weight_average": bool(average),
         "variable_type": type(variable.value).__name__,
         "copies": len(copies),
         "copies_equal": all(np.array_equal(copies[0].numpy(), c.numpy()) for c in copies),

@@ -250,27 +250,22 @@ def test_unknown_keep_is_named(tmp_path):
         fit(tiny_model(), tmp_path, keep="first")
 
 
-class WeightsAtLastBatch(keras.callbacks.Callback):
-    """The raw weights after each epoch's last training step, before any weight average swaps in."""
-
-    def __init__(self, steps):
-        super().__init__()
-        self.steps, self.weights = steps, []
+class WeightsAtLastStep(keras.callbacks.Callback):
+    """The raw weights after the latest training step, before any weight average swaps in."""
 
     def on_train_batch_end(self, batch, logs=None):
-        if batch == self.steps - 1:
-            self.weights.append([w.copy() for w in self.model.get_weights()])
+        self.weights = [w.copy() for w in self.model.get_weights()]
 
 
 def test_weight_average_is_what_validation_scores_and_the_phase_keeps(tmp_path):
     model = tiny_model()
     model.compile(optimizer=keras.optimizers.Adam(0.05, use_ema=True, ema_momentum=0.9),
                   loss="sparse_categorical_crossentropy")
-    raw = WeightsAtLastBatch(steps=2)
+    raw = WeightsAtLastStep()
     result = fit(model, tmp_path, epochs=3, keep="last", callbacks=(raw,))
     x, y = data()
     scored = model.evaluate(x[:32], y[:32], verbose=0, return_dict=True)["loss"]
     assert scored == pytest.approx(result.history["val_loss"][-1], abs=1e-6)
-    assert not all(np.allclose(a, b) for a, b in zip(model.get_weights(), raw.weights[-1], strict=True))
+    assert not all(np.allclose(a, b) for a, b in zip(model.get_weights(), raw.weights, strict=True))
     reloaded = keras.saving.load_model(tmp_path / "model.keras")
     assert all(np.array_equal(a, b) for a, b in zip(reloaded.get_weights(), model.get_weights(), strict=True))
