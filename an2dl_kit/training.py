@@ -20,6 +20,7 @@ import shutil
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,15 +45,18 @@ class Deadline:
     Args:
         budget_s: seconds from now until training must stop; None means no limit.
         reserve_s: seconds held back from training for inference and writing outputs.
+        clock: the seconds counter the budget and the epoch timings read; tests pass a simulated one so that
+            a slow machine is deterministic.
     """
 
-    def __init__(self, budget_s: float | None, reserve_s: float = 0.0):
+    def __init__(self, budget_s: float | None, reserve_s: float = 0.0, clock: Callable[[], float] = time.monotonic):
         self.budget_s = budget_s
         self.reserve_s = reserve_s
-        self._start = time.monotonic()
+        self.clock = clock
+        self._start = clock()
 
     def elapsed(self) -> float:
-        return time.monotonic() - self._start
+        return self.clock() - self._start
 
     def remaining(self) -> float:
         if self.budget_s is None:
@@ -134,31 +138,40 @@ def tracing_excess(batch_seconds: list[float]) -> float:
 
 class _BudgetPlanner(keras.callbacks.Callback):
     """Fit training into the deadline: stop after the batch that exhausts it or before an epoch that would
-    not fit (at `epoch_pace` x EPOCH_TIME_MARGIN, epochs timed without their tracing), and with a `Schedule`
-    set the learning rate every batch from the progress over the epochs that fit. Progress never goes back, so
-    the rate never jumps up again."""
+    not fit, and with a `Schedule` set the learning rate every batch from the progress over the epochs that
+    fit. Progress never goes back, so the rate never jumps up again.
+
+    An epoch costs its training and validation (timed without their tracing) plus what the callbacks after
+    this one spend at its end, chiefly saving an improved model (seconds for a ConvNeXt); that part of the
+    epoch that just ended is still to come when the decision is made, so it is held back from the time left.
+    """
 
     def __init__(self, deadline: Deadline, epochs: int, steps_per_epoch: int, schedule: Schedule | None):
         super().__init__()
         self.deadline, self.epochs, self.schedule = deadline, epochs, schedule
+        self.clock = deadline.clock
         self.steps_per_epoch = max(int(steps_per_epoch), 1)
         self.planned, self.progress, self.epoch = epochs, 0.0, 0
         self.seconds: list[float] = []
+        self.closing_seconds: list[float] = []
+        self._epoch_end: float | None = None
         self.triggered = False
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch, self._epoch_start = epoch, time.monotonic()
+        self.epoch, self._epoch_start = epoch, self.clock()
+        if self._epoch_end is not None:
+            self.closing_seconds.append(self._epoch_start - self._epoch_end)
         self._batches: dict[str, list[float]] = {"train": [], "test": []}
 
     def on_test_batch_begin(self, batch, logs=None):
-        self._batch_start = time.monotonic()
+        self._batch_start = self.clock()
 
     def on_test_batch_end(self, batch, logs=None):
         if hasattr(self, "_batches"):  # validation inside fit, not a separate evaluate()
-            self._batches["test"].append(time.monotonic() - self._batch_start)
+            self._batches["test"].append(self.clock() - self._batch_start)
 
     def on_train_batch_begin(self, batch, logs=None):
-        self._batch_start = time.monotonic()
+        self._batch_start = self.clock()
         if self.schedule is None:
             return
         progress = (self.epoch + batch / self.steps_per_epoch) / max(self.planned, 1)
@@ -166,15 +179,17 @@ class _BudgetPlanner(keras.callbacks.Callback):
         self.model.optimizer.learning_rate.assign(self.schedule.rate(self.progress))
 
     def on_train_batch_end(self, batch, logs=None):
-        self._batches["train"].append(time.monotonic() - self._batch_start)
+        self._batches["train"].append(self.clock() - self._batch_start)
         if self.deadline.remaining() <= 0:
             self._stop()
 
     def on_epoch_end(self, epoch, logs=None):
+        self._epoch_end = self.clock()
         excess = sum(tracing_excess(seconds) for seconds in self._batches.values())
-        self.seconds.append(time.monotonic() - self._epoch_start - excess)
-        step = epoch_pace(self.seconds) * EPOCH_TIME_MARGIN
-        remaining = self.deadline.remaining()
+        self.seconds.append(self._epoch_end - self._epoch_start - excess)
+        closing = epoch_pace(self.closing_seconds)
+        step = (epoch_pace(self.seconds) + closing) * EPOCH_TIME_MARGIN
+        remaining = self.deadline.remaining() - closing
         if math.isfinite(remaining) and step > 0:
             self.planned = min(self.epochs, epoch + 1 + int(max(remaining, 0.0) // step))
         if remaining < step:

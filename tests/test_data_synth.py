@@ -1,8 +1,6 @@
-"""Synthetic files: deterministic, in the course formats, fast, with every class present."""
+"""Synthetic files: deterministic, in the course formats, with every class present."""
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import pytest
@@ -77,10 +75,8 @@ def test_write_synthetic_course_formats(synthetic_dir):
     assert len(load_mars(inputs.require("mars"))) > SIZES["tiny"].mars_train
 
 
-def test_tiny_is_fast_and_reproducible(tmp_path):
-    start = time.perf_counter()
+def test_tiny_is_reproducible(tmp_path):
     a = write_synthetic(tmp_path / "a", seed=3, size="tiny")
-    assert time.perf_counter() - start < 2.0  # < 1 s on an idle core; slack for a shared machine
     b = write_synthetic(tmp_path / "b", seed=3, size="tiny")
     for name in a:
         assert a[name].read_bytes() == b[name].read_bytes()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -89,10 +88,8 @@ def test_bundled_kernel_with_an_old_albumentations_stops_within_two_minutes(monk
     env = {**os.environ, "AN2DL_INPUT": str(tmp_path), "AN2DL_OUTPUT": str(tmp_path / "working"),
            pf.FAKE_VERSIONS_VAR: "albumentations=1.4.24,numpy=1.24.4", pf.KAGGLE_RUN_VAR: "Batch",
            "CUDA_VISIBLE_DEVICES": ""}
-    start = time.monotonic()
     result = subprocess.run([sys.executable, "-I", str(tmp_path / "build" / "cells" / "kernel.py")],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    assert time.monotonic() - start < 120
     assert result.returncode != 0
     assert "an2dl: error: preflight: 2 problem(s)" in result.stderr
     assert "albumentations: found 1.4.24, needed >=2.0.8,<3" in result.stderr

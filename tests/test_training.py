@@ -1,5 +1,4 @@
 import json
-import time
 
 import keras
 import numpy as np
@@ -45,6 +44,38 @@ class StopAtEpoch(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
+class SimulatedClock:
+    """A seconds counter that only the simulated work below moves: a slow machine, made deterministic."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class SlowBatches(keras.callbacks.Callback):
+    """Every training batch takes `seconds` on `clock`."""
+
+    def __init__(self, clock, seconds):
+        super().__init__()
+        self.clock, self.seconds = clock, seconds
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.clock.now += self.seconds
+
+
+class SlowSaves(keras.callbacks.Callback):
+    """Every epoch ends with `seconds` on `clock` of work after the budget planner's, like saving a model."""
+
+    def __init__(self, clock, seconds):
+        super().__init__()
+        self.clock, self.seconds = clock, seconds
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.clock.now += self.seconds
+
+
 def test_phase_writes_history_best_model_and_result(tmp_path):
     result = fit(tiny_model(), tmp_path)
     history = pd.read_csv(tmp_path / "history.csv")
@@ -76,12 +107,14 @@ def test_exhausted_budget_stops_after_one_batch(tmp_path):
 
 
 def test_budget_stops_before_an_epoch_that_would_not_fit(tmp_path):
-    model = tiny_model()
-    deadline = Deadline(budget_s=0.0)
-    deadline.budget_s = deadline.elapsed() + 2.0  # a little time: some epochs, far fewer than 10,000
-    result = fit(model, tmp_path, epochs=10_000, patience=10_000, deadline=deadline)
+    # Two batches of 0.1 s: 0.2 s an epoch, 0.22 s with the margin. After epoch 8 (1.6 s) 0.4 s are left and a
+    # ninth starts; after it 0.2 s < 0.22 s are left, so it is the last.
+    clock = SimulatedClock()
+    result = fit(tiny_model(), tmp_path, epochs=10_000, patience=10_000, deadline=Deadline(2.0, clock=clock),
+                 callbacks=(SlowBatches(clock, 0.1),))
     assert result.stopped_by_budget is True
-    assert 1 <= result.epochs_run < 10_000
+    assert result.epochs_run == 9
+    assert clock() == pytest.approx(1.8)
     assert (tmp_path / "model.keras").exists()
 
 
@@ -194,32 +227,31 @@ def test_tracing_excess_is_what_the_first_batch_took_beyond_the_others():
     assert tracing_excess([5.0]) == 0.0  # one batch: nothing to compare it with
 
 
-class SlowBatches(keras.callbacks.Callback):
-    """Every batch takes `seconds` longer: a slow machine, made deterministic."""
-
-    def __init__(self, seconds):
-        super().__init__()
-        self.seconds = seconds
-
-    def on_train_batch_end(self, batch, logs=None):
-        time.sleep(self.seconds)
-
-
 def test_schedule_planned_for_a_budget_reaches_its_last_epoch_within_it(tmp_path):
     from an2dl_kit.pipeline import Batches
 
     x, y = data()
-    started = time.monotonic()
+    clock = SimulatedClock()
     result = fit_phase(tiny_model(), Batches(x, y, batch_size=8), (x[:32], y[:32]), name="p1", epochs=100,
                        out_dir=tmp_path, monitor="val_loss", mode="min", patience=100, verbose=0,
-                       deadline=Deadline(6.0), schedule=Schedule(0.05, floor=0.02), callbacks=(SlowBatches(0.1),))
-    elapsed = time.monotonic() - started
+                       deadline=Deadline(6.0, clock=clock), schedule=Schedule(0.05, floor=0.02),
+                       callbacks=(SlowBatches(clock, 0.1),))
     history = pd.read_csv(tmp_path / "history.csv")
-    assert result.stopped_by_budget and 3 <= result.epochs_run < 100
-    assert elapsed < 6.0 + 0.5, "the last epoch must end within the budget (0.5 s for the phase's files)"
+    assert result.stopped_by_budget and result.epochs_run == 7  # 0.8 s an epoch, 0.88 s with the margin
+    assert clock() == pytest.approx(5.6)
     # The planned schedule ends with the budget: the last epoch trains near the floor, not at the peak.
     assert history["learning_rate"].iloc[-1] < 0.2 * 0.05
     assert history["learning_rate"].is_monotonic_decreasing
+
+
+def test_time_spent_saving_after_each_epoch_counts_in_the_plan(tmp_path):
+    # 0.2 s of batches and 0.3 s of saving an epoch. After the third epoch's batches (1.2 s) its saving is still
+    # to come: 0.5 s are left for a 0.55 s epoch, so it is the last. Timing the batches alone would go past 2 s.
+    clock = SimulatedClock()
+    result = fit(tiny_model(), tmp_path, epochs=100, patience=100, deadline=Deadline(2.0, clock=clock),
+                 callbacks=(SlowBatches(clock, 0.1), SlowSaves(clock, 0.3)))
+    assert result.stopped_by_budget and result.epochs_run == 3
+    assert clock() == pytest.approx(1.5)
 
 
 class WeightsAtEpochEnd(keras.callbacks.Callback):
