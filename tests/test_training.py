@@ -54,26 +54,19 @@ class SimulatedClock:
         return self.now
 
 
-class SlowBatches(keras.callbacks.Callback):
-    """Every training batch takes `seconds` on `clock`."""
+class SimulatedWork(keras.callbacks.Callback):
+    """Every training batch takes `batch_s` on `clock`, and every epoch ends with `closing_s` of work after the
+    budget planner's, like saving a model."""
 
-    def __init__(self, clock, seconds):
+    def __init__(self, clock, batch_s, closing_s=0.0):
         super().__init__()
-        self.clock, self.seconds = clock, seconds
+        self.clock, self.batch_s, self.closing_s = clock, batch_s, closing_s
 
     def on_train_batch_begin(self, batch, logs=None):
-        self.clock.now += self.seconds
-
-
-class SlowSaves(keras.callbacks.Callback):
-    """Every epoch ends with `seconds` on `clock` of work after the budget planner's, like saving a model."""
-
-    def __init__(self, clock, seconds):
-        super().__init__()
-        self.clock, self.seconds = clock, seconds
+        self.clock.now += self.batch_s
 
     def on_epoch_end(self, epoch, logs=None):
-        self.clock.now += self.seconds
+        self.clock.now += self.closing_s
 
 
 def test_phase_writes_history_best_model_and_result(tmp_path):
@@ -111,7 +104,7 @@ def test_budget_stops_before_an_epoch_that_would_not_fit(tmp_path):
     # ninth starts; after it 0.2 s < 0.22 s are left, so it is the last.
     clock = SimulatedClock()
     result = fit(tiny_model(), tmp_path, epochs=10_000, patience=10_000, deadline=Deadline(2.0, clock=clock),
-                 callbacks=(SlowBatches(clock, 0.1),))
+                 callbacks=(SimulatedWork(clock, 0.1),))
     assert result.stopped_by_budget is True
     assert result.epochs_run == 9
     assert clock() == pytest.approx(1.8)
@@ -235,7 +228,7 @@ def test_schedule_planned_for_a_budget_reaches_its_last_epoch_within_it(tmp_path
     result = fit_phase(tiny_model(), Batches(x, y, batch_size=8), (x[:32], y[:32]), name="p1", epochs=100,
                        out_dir=tmp_path, monitor="val_loss", mode="min", patience=100, verbose=0,
                        deadline=Deadline(6.0, clock=clock), schedule=Schedule(0.05, floor=0.02),
-                       callbacks=(SlowBatches(clock, 0.1),))
+                       callbacks=(SimulatedWork(clock, 0.1),))
     history = pd.read_csv(tmp_path / "history.csv")
     assert result.stopped_by_budget and result.epochs_run == 7  # 0.8 s an epoch, 0.88 s with the margin
     assert clock() == pytest.approx(5.6)
@@ -249,7 +242,7 @@ def test_time_spent_saving_after_each_epoch_counts_in_the_plan(tmp_path):
     # to come: 0.5 s are left for a 0.55 s epoch, so it is the last. Timing the batches alone would go past 2 s.
     clock = SimulatedClock()
     result = fit(tiny_model(), tmp_path, epochs=100, patience=100, deadline=Deadline(2.0, clock=clock),
-                 callbacks=(SlowBatches(clock, 0.1), SlowSaves(clock, 0.3)))
+                 callbacks=(SimulatedWork(clock, 0.1, closing_s=0.3),))
     assert result.stopped_by_budget and result.epochs_run == 3
     assert clock() == pytest.approx(1.5)
 
