@@ -121,8 +121,9 @@ class Schedule:
 
 
 def epoch_pace(seconds: list[float]) -> float:
-    """Seconds an epoch is expected to take: the median after the first epoch, which also pays for tracing
-    the evaluation step; a median, so that one slow epoch on a shared machine does not halve the plan."""
+    """Seconds an epoch (or the saving after it) is expected to take: the median after the first epoch, which
+    also pays for tracing the evaluation step (or writing the first checkpoint); a median, so that one slow
+    epoch on a shared machine does not halve the plan."""
     if not seconds:
         return 0.0
     return float(np.median(seconds[1:])) if len(seconds) > 1 else float(seconds[0])
