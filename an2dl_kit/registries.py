@@ -72,6 +72,7 @@ MARS_AUGMENTATIONS: Registry[str | None] = Registry("mars augmentation", {
     "none": None,
     "light": "an2dl_kit.augment.mars:light_pipeline",
     "default": "an2dl_kit.augment.mars:default_pipeline",
+    "scale": "an2dl_kit.augment.mars:scale_pipeline",
 })
 
 

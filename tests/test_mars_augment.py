@@ -17,7 +17,7 @@ def _tiles(n: int = 8, seed: int = 0):
     return images, masks
 
 
-@pytest.mark.parametrize("name", ["light", "default"])
+@pytest.mark.parametrize("name", ["light", "default", "scale"])
 def test_pipelines_keep_shapes_dtypes_and_label_values(name):
     images, masks = _tiles()
     x, y = AM.batch_transform(name)(images, masks, np.random.default_rng(1))
@@ -27,9 +27,10 @@ def test_pipelines_keep_shapes_dtypes_and_label_values(name):
     assert not np.array_equal(y, masks)  # something moved
 
 
-def test_geometry_moves_mask_with_image():
+@pytest.mark.parametrize("name", ["light", "scale"])
+def test_geometry_moves_mask_with_image(name):
     images, masks = _tiles(16)
-    x, y = AM.batch_transform("light")(images, masks, np.random.default_rng(3))
+    x, y = AM.batch_transform(name)(images, masks, np.random.default_rng(3))
     # Away from block borders the bilinear image still reads back as its nearest-neighbour mask.
     agreement = (np.rint(x[..., 0] * 4).astype(np.uint8) == y).mean()
     assert agreement > 0.9
@@ -57,7 +58,7 @@ def test_batch_transform_is_reproducible_and_none_is_identity():
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
     assert AM.batch_transform("none") is None
-    message = "^mars augmentation 'randaugment': unknown; choose one of none, light, default$"
+    message = "^mars augmentation 'randaugment': unknown; choose one of none, light, default, scale$"
     with pytest.raises(KitError, match=message):
         AM.batch_transform("randaugment")
 
