@@ -31,6 +31,9 @@ MARS_DATASETS     ?=
 INTERNET          ?= true
 # Kernel image: original (the image of the kernel's first run), latest, or a digest (README "Hardware").
 PIN               ?= original
+# Test processes: most of the suite's time is single-threaded Python (graph tracing, subprocess start-up), so
+# two workers on two cores finish in about 0.6x the time of one; whole files go to one worker (module fixtures).
+TEST_WORKERS      ?= 2
 export ACCELERATOR MARS_COMPETITION CELLS_COMPETITION CELLS_DATASETS MARS_DATASETS INTERNET PIN
 
 .PHONY: help demo test lint bench gpu-check synth bundle push-cells push-mars status wait \
@@ -65,7 +68,7 @@ demo: $(STAMP)
 	$(AN2DL) demo $(if $(DATA),--data $(DATA))
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check an2dl_kit tests bench kernels
