@@ -31,9 +31,6 @@ MARS_DATASETS     ?=
 INTERNET          ?= true
 # Kernel image: original (the image of the kernel's first run), latest, or a digest (README "Hardware").
 PIN               ?= original
-# Test processes: most of the suite's time is single-threaded Python (graph tracing, subprocess start-up), so
-# two workers on two cores finish in about 0.6x the time of one; whole files go to one worker (module fixtures).
-TEST_WORKERS      ?= 2
 export ACCELERATOR MARS_COMPETITION CELLS_COMPETITION CELLS_DATASETS MARS_DATASETS INTERNET PIN
 
 .PHONY: help demo test lint bench gpu-check synth bundle push-cells push-mars status wait \
@@ -41,7 +38,7 @@ export ACCELERATOR MARS_COMPETITION CELLS_COMPETITION CELLS_DATASETS MARS_DATASE
 
 help:
 	@echo "make demo            synthetic data -> train both tasks -> leaderboard files (DATA=DIR for real files)"
-	@echo "make test            the test suite"
+	@echo "make test            the test suite [TEST_WORKERS=2]"
 	@echo "make lint            ruff"
 	@echo "make bench           speed and size benchmarks (one table)"
 	@echo "make bundle          build/kernels/<task>/kernel.py + kernel-metadata.json (PROFILE=$(PROFILE))"
@@ -66,6 +63,10 @@ $(STAMP): pyproject.toml constraints/kaggle-gpu.txt
 
 demo: $(STAMP)
 	$(AN2DL) demo $(if $(DATA),--data $(DATA))
+
+# Test processes: most of the suite's time is single-threaded Python (graph tracing, subprocess start-up), so
+# two workers on two cores finish in about 0.6x the time of one; whole files go to one worker (module fixtures).
+TEST_WORKERS ?= 2
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
