@@ -404,9 +404,10 @@ def fit_phase(model: keras.Model, train, val, *, name: str, epochs: int, out_dir
     start = time.monotonic()
     # The planner precedes the others: it writes the epoch's learning rate into the logs they record. A weight
     # average swaps in ahead of them all at the end of an epoch, so that the keeper saves what validation scored.
+    # The keeper precedes early stopping so that a monitor the logs lack fails with its error, not Keras's warning.
     stopping = keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience)
     history = _fit(model, train, val, epochs, phase_dir, verbose,
-                   [*weight_average_callbacks(model), budget, stopping, keeper, recorder, *callbacks])
+                   [*weight_average_callbacks(model), budget, keeper, stopping, recorder, *callbacks])
     seconds = time.monotonic() - start
     _restore_best(model, keeper, best, f"phase {name}")
     result = PhaseResult(name=name, epochs_run=len(recorder.rows), best_epoch=keeper.best_epoch,
