@@ -138,7 +138,7 @@ def _add_ensemble(sub) -> None:
                    help="equal weights, or proportional to each run's validation score (default: uniform)")
     p.add_argument("--data", type=Path,
                    help="folder holding the test set the runs predicted; its test_labels.npz scores the ensemble")
-    p.set_defaults(func=_handler("an2dl_kit.ensemble:cli"))
+    p.set_defaults(func=_handler("an2dl_kit.inference.ensemble:cli"))
 
 
 def _add_set_arg(p: argparse.ArgumentParser) -> None:
@@ -159,7 +159,7 @@ def _add_kaggle(sub) -> None:
     _add_name_arg(p)
     _add_set_arg(p)
     _add_pin(p)
-    p.set_defaults(func=_handler("an2dl_kit.bundle:cli"))
+    p.set_defaults(func=_handler("an2dl_kit.kaggle.bundle:cli"))
 
     p = sub.add_parser("run-local", help="run the bundled kernel here, in a Kaggle-like folder layout, on CPU")
     p.add_argument("--task", choices=_task_choices(), required=True)
@@ -167,7 +167,7 @@ def _add_kaggle(sub) -> None:
     _add_data_arg(p)
     p.add_argument("--out", type=Path, help="output folder (default: build/run-local/<task>)")
     _add_set_arg(p)
-    p.set_defaults(func=_handler("an2dl_kit.run_local:run_local_cli"))
+    p.set_defaults(func=_handler("an2dl_kit.kaggle.run_local:run_local_cli"))
 
     for name, help_text in (
         ("push", "bundle and push the kernel to Kaggle (checks the overrides and the GPU quota first)"),
@@ -188,26 +188,26 @@ def _add_kaggle(sub) -> None:
         if name == "submit":
             p.add_argument("--file", type=Path, help="CSV to submit (default: the newest downloaded output)")
             p.add_argument("--message", help="submission message (the kit commit is appended)")
-        p.set_defaults(func=_handler(f"an2dl_kit.kaggle_loop:{name}_cli"))
+        p.set_defaults(func=_handler(f"an2dl_kit.kaggle.loop:{name}_cli"))
     _add_kaggle_reports(sub)
 
 
 def _add_kaggle_reports(sub) -> None:
     p = sub.add_parser("scores", help="fill the ledger's status and public/private scores from Kaggle")
     p.add_argument("--task", choices=_task_choices(), required=True)
-    p.set_defaults(func=_handler("an2dl_kit.ledger:scores_cli"))
+    p.set_defaults(func=_handler("an2dl_kit.kaggle.ledger:scores_cli"))
 
     p = sub.add_parser("runs", help="one row per pushed version: overrides, status, validation and public "
                                     "scores (also submissions/<task>/runs.md and .csv)")
     p.add_argument("--task", choices=_task_choices(), required=True)
-    p.set_defaults(func=_handler("an2dl_kit.runs:runs_cli"))
+    p.set_defaults(func=_handler("an2dl_kit.kaggle.runs:runs_cli"))
 
     p = sub.add_parser("quota", help="Kaggle GPU/TPU hours used and left this week, and when they refresh")
-    p.set_defaults(func=_handler("an2dl_kit.quota:quota_cli"))
+    p.set_defaults(func=_handler("an2dl_kit.kaggle.quota:quota_cli"))
 
 
 def _add_pin(p: argparse.ArgumentParser) -> None:
-    """`--pin`: the PIN setting for this command (kaggle_settings reads settings from the environment)."""
+    """`--pin`: the PIN setting for this command (kaggle.settings reads settings from the environment)."""
     p.add_argument("--pin", help="kernel image: original (default), latest, or a digest from `kaggle kernels pull -m`")
 
 
@@ -215,7 +215,7 @@ def _add_preflight(sub) -> None:
     p = sub.add_parser("preflight", help="the kernel's checks here: versions, accelerators, one training step")
     p.add_argument("--task", choices=_task_choices(), required=True)
     p.add_argument("--profile", choices=_profile_choices(), default="kaggle")
-    p.set_defaults(func=_handler("an2dl_kit.preflight:cli"))
+    p.set_defaults(func=_handler("an2dl_kit.kaggle.preflight:cli"))
 
 
 def _add_demo(sub) -> None:

@@ -200,7 +200,7 @@ class RunConfig:
 
 
 def _tta_views(value: str) -> tuple[str, ...]:
-    from an2dl_kit.tta import resolve_views
+    from an2dl_kit.inference.tta import resolve_views
 
     return resolve_views(value)
 

@@ -50,7 +50,7 @@ def _validate_and_score(task: str, run_dir: Path, data: Path) -> list[str]:
 
 def cli(args: argparse.Namespace) -> int:
     from an2dl_kit.data.inspect import summarize_all
-    from an2dl_kit.run_local import run_local
+    from an2dl_kit.kaggle.run_local import run_local
 
     started = time.monotonic()
     data = _data_dir(args.data)

@@ -4,7 +4,7 @@ The names are known without importing TensorFlow, Keras or albumentations (the r
 when a profile is resolved, also at bundle and push time); the builders are `"module:attribute"` references
 imported on first `Registry.load`. To add a backbone, a loss or an augmentation pipeline, write it beside its
 kin (`models/`, `losses.py`, `augment/`) and give it one line here. Profiles are registries too
-(`tasks/cells_config.py`, `tasks/mars_config.py`); TTA view sets live in `tta.py`, which is NumPy only.
+(`tasks/cells_config.py`, `tasks/mars_config.py`); TTA view sets live in `inference/tta.py`, which is NumPy only.
 """
 
 from __future__ import annotations

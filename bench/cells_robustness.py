@@ -314,7 +314,7 @@ def report(results: dict[str, list[dict]], seconds: dict[str, list[tuple[float, 
 
 def score(model, clean: np.ndarray, clean_labels: np.ndarray, corrupted: dict, views) -> dict:
     """Accuracy clean and corrupted with the given TTA views (a run's chosen views, or identity)."""
-    from an2dl_kit.tta import predict_tta
+    from an2dl_kit.inference.tta import predict_tta
 
     clean_pred = predict_tta(model, clean, views=views).argmax(-1)
     bad_pred = predict_tta(model, corrupted["images"], views=views).argmax(-1)

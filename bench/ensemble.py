@@ -88,7 +88,7 @@ def synthetic_member(path: Path, seed: int, tiles: int) -> None:
     """A Mars probabilities file of smooth random maps (bicubic 8x16 logits), written chunk by chunk."""
     import cv2
 
-    from an2dl_kit.probabilities import encoding_for, writer
+    from an2dl_kit.inference.probabilities import encoding_for, writer
     from an2dl_kit.task import MARS
 
     rng = np.random.default_rng(seed)

@@ -110,7 +110,7 @@ def task_rows(task: str, on_cpu: bool, deterministic: str = "auto", phases: tupl
     import keras
 
     from an2dl_kit import runtime as rt
-    from an2dl_kit.preflight import synthetic_data
+    from an2dl_kit.kaggle.preflight import synthetic_data
     from an2dl_kit.tasks.runner import hooks_for
     from bench.hardware_estimate import trainable_count
     from bench.hardware_size import forward_flops

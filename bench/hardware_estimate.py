@@ -123,10 +123,10 @@ def total_row(task: str, train_s: float, pessimistic_s: float, tta_s: float, bud
 
 def cells_rows() -> list[Row]:
     from an2dl_kit.augment.cells import CellsAugment
+    from an2dl_kit.inference.tta import resolve_views
     from an2dl_kit.models.cells import build_classifier, freeze_backbone, unfreeze_except_normalization
     from an2dl_kit.pipeline import Batches
     from an2dl_kit.tasks import resolve_config
-    from an2dl_kit.tta import resolve_views
     from bench.hardware_augment import batches_rate, cells_pool
     from bench.hardware_size import forward_flops
     from bench.hardware_tta import view_handling_rate
@@ -167,9 +167,9 @@ def cells_rows() -> list[Row]:
 
 
 def mars_rows() -> list[Row]:
+    from an2dl_kit.inference.tta import resolve_views
     from an2dl_kit.models.mars import build_model
     from an2dl_kit.tasks import mars, resolve_config
-    from an2dl_kit.tta import resolve_views
     from bench.hardware_augment import batches_rate, mars_pool
     from bench.hardware_size import MARS_SHAPE, forward_flops
     from bench.hardware_tta import view_handling_rate

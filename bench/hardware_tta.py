@@ -59,7 +59,7 @@ def tta_predictor(task: str, views: str):
     probabilities; Mars as `runner.evaluate` predicts the test set: the views undone on the maps and averaged
     (`runner.predict_views`, which also yields the plain prediction in the same pass), then both turned into
     labels (arg-max over classes 1-4 and the `kaggle` profile's majority filter, `HOOKS.to_labels`)."""
-    from an2dl_kit.tta import predict_tta, resolve_views
+    from an2dl_kit.inference.tta import predict_tta, resolve_views
 
     if task == CELLS.name:
         return lambda model, x: predict_tta(model, x, views=views)
@@ -118,7 +118,7 @@ def end_to_end(task: str) -> tuple[float, float]:
 
 
 def rows() -> list[Row]:
-    from an2dl_kit.tta import resolve_views
+    from an2dl_kit.inference.tta import resolve_views
 
     out = []
     for task in (CELLS.name, MARS.name):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from an2dl_kit.kaggle_settings import DEFAULT_TEST_ROWS
+from an2dl_kit.kaggle.settings import DEFAULT_TEST_ROWS
 from an2dl_kit.task import MARS
 from bench.common import Row, fmt, main, progress, target_note
 

@@ -13,8 +13,8 @@ gave.
 import os
 from pathlib import Path
 
-from an2dl_kit.banner import environment_lines, kernel_provenance
 from an2dl_kit.errors import KitError
+from an2dl_kit.kaggle.banner import environment_lines, kernel_provenance
 
 INPUT = Path(os.environ.get("AN2DL_INPUT") or "/kaggle/input")
 OUTPUT = Path(os.environ.get("AN2DL_OUTPUT") or "/kaggle/working")
@@ -30,8 +30,8 @@ task, profile = provenance["task"], provenance["profile"]
 for line in environment_lines(provenance, INPUT, OUTPUT):
     print(line, flush=True)
 
-# Preflight: versions, accelerators and one training step, before any data loads (an2dl_kit/preflight.py).
-from an2dl_kit.preflight import preflight  # noqa: E402
+# Preflight: versions, accelerators and one training step, before any data loads (an2dl_kit/kaggle/preflight.py).
+from an2dl_kit.kaggle.preflight import preflight  # noqa: E402
 
 try:
     for line in preflight(task, profile, provenance["kernel"]["accelerator"]):

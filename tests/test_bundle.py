@@ -17,12 +17,14 @@ from pathlib import Path
 import pytest
 from slugify import slugify
 
-from an2dl_kit import __version__, kaggle_settings, run_local
-from an2dl_kit.banner import environment_lines, kernel_provenance
-from an2dl_kit.bundle import render_script, write_bundle
+from an2dl_kit import __version__
 from an2dl_kit.errors import KitError
-from an2dl_kit.kaggle_settings import KernelConfig, check_no_credentials, kernel_config
-from an2dl_kit.provenance import KIT_PACKAGE, MAIN_PATH, git_state, kit_sources, repo_root
+from an2dl_kit.kaggle import run_local
+from an2dl_kit.kaggle import settings as kaggle_settings
+from an2dl_kit.kaggle.banner import environment_lines, kernel_provenance
+from an2dl_kit.kaggle.bundle import render_script, write_bundle
+from an2dl_kit.kaggle.provenance import KIT_PACKAGE, MAIN_PATH, git_state, kit_sources, repo_root
+from an2dl_kit.kaggle.settings import KernelConfig, check_no_credentials, kernel_config
 from an2dl_kit.submission import check_submission, count_test_rows
 from an2dl_kit.task import MARS, TASKS
 
@@ -126,8 +128,8 @@ def test_bundle_holds_no_environment_value_or_credential(clean_env, tmp_path):
 def test_bundling_leaves_tensorflow_and_keras_unloaded(clean_env, tmp_path, task):
     """Bundling, pushing and run-local must not wait for TensorFlow: a fresh process, as `an2dl bundle` is."""
     code = ("import sys\n"
-            "import an2dl_kit.banner, an2dl_kit.kaggle_loop, an2dl_kit.run_local\n"
-            "from an2dl_kit.bundle import write_bundle\n"
+            "import an2dl_kit.kaggle.banner, an2dl_kit.kaggle.loop, an2dl_kit.kaggle.run_local\n"
+            "from an2dl_kit.kaggle.bundle import write_bundle\n"
             f"write_bundle({task!r}, 'smoke', {str(tmp_path)!r})\n"
             "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -266,8 +268,8 @@ def test_cli_pin_option_sets_the_pin(clean_env, tmp_path):
 
 @pytest.mark.parametrize("shape", ["TpuV5E8", "TpuV6E8", "Tpu1VmV38", "NvidiaTeslaP100"])
 def test_tpu_and_retired_shapes_are_refused_before_any_request(clean_env, tmp_path, monkeypatch, capsys, shape):
-    from an2dl_kit import kaggle_loop
     from an2dl_kit.cli import main
+    from an2dl_kit.kaggle import loop as kaggle_loop
 
     clean_env.setenv("ACCELERATOR", shape)
     with pytest.raises(KitError, match=rf"^ACCELERATOR: {shape} is refused: [^\n]+$"):

@@ -12,7 +12,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from an2dl_kit import codabench, errors, registry, tta
+from an2dl_kit import errors, registry
+from an2dl_kit.inference import codabench, tta
 from an2dl_kit.models.cells import build_classifier
 
 PROBE = """

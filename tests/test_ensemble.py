@@ -9,9 +9,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from an2dl_kit import ensemble
 from an2dl_kit.errors import KitError
-from an2dl_kit.probabilities import PROBS_FILE, encoding_for, fingerprint, open_stored, writer
+from an2dl_kit.inference import ensemble
+from an2dl_kit.inference.probabilities import PROBS_FILE, encoding_for, fingerprint, open_stored, writer
 from an2dl_kit.submission import read_cells_csv, read_mars_csv
 from an2dl_kit.task import CELLS, MARS
 

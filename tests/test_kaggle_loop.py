@@ -21,7 +21,7 @@ import pytest
 from kaggle_standin import FAKE_KEY, KaggleStandIn
 
 from an2dl_kit.errors import KaggleError
-from an2dl_kit.kaggle_loop import _safe_join, log_tail, wait_for
+from an2dl_kit.kaggle.loop import _safe_join, log_tail, wait_for
 from an2dl_kit.submission import write_cells_csv
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from an2dl_kit import keras_metrics as KM
-from an2dl_kit import postprocess
+from an2dl_kit.inference import postprocess
 from an2dl_kit.metrics import mars_scores
 
 

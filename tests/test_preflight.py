@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from an2dl_kit import kaggle_settings
-from an2dl_kit import preflight as pf
-from an2dl_kit.preflight import PreflightError, check_accelerators, check_versions, installed_versions
+from an2dl_kit.kaggle import preflight as pf
+from an2dl_kit.kaggle import settings as kaggle_settings
+from an2dl_kit.kaggle.preflight import PreflightError, check_accelerators, check_versions, installed_versions
 
 GOOD = {"tensorflow": "2.20.0", "keras": "3.13.2", "numpy": "2.0.2", "pandas": "2.2.2",
         "albumentations": "2.0.8", "matplotlib": "3.10.9"}

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from an2dl_kit import registries, task, tta
+from an2dl_kit import registries, task
 from an2dl_kit.data import inspect as data_inspect
 from an2dl_kit.data import synth
 from an2dl_kit.errors import KitError
+from an2dl_kit.inference import tta
 from an2dl_kit.registry import Registry, resolve_reference
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,7 +61,7 @@ def test_loss_specs_split_into_registered_terms():
 
 def test_the_tables_task_and_tta_import_without_tensorflow():
     probe = ("import json, sys\n"
-             "import an2dl_kit.registries, an2dl_kit.task, an2dl_kit.tta\n"
+             "import an2dl_kit.registries, an2dl_kit.task, an2dl_kit.inference.tta\n"
              "print(json.dumps(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)))")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True,

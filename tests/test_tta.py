@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from an2dl_kit import tta
 from an2dl_kit.errors import KitError
+from an2dl_kit.inference import tta
 
 EXACT = ("identity", "flip_lr", "flip_ud", "rot90", "rot180", "rot270", "transpose", "anti_transpose")
 

@@ -173,7 +173,7 @@ class CellsHooks(TaskHooks):
     def write_outputs(self, out_dir: Path, config, data: RunData, results: Results) -> list[str]:
         from an2dl_kit import plots
         from an2dl_kit.augment.cells import preview
-        from an2dl_kit.codabench import Member, write_submission_zip
+        from an2dl_kit.inference.codabench import Member, write_submission_zip
         from an2dl_kit.submission import write_cells_csv
 
         files = []

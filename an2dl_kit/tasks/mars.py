@@ -159,7 +159,7 @@ class MarsHooks(TaskHooks):
         return {"majority_filter": size if used else 0, "validation_miou_filtered": filtered}
 
     def to_labels(self, probabilities: np.ndarray, config, postprocess) -> np.ndarray:
-        from an2dl_kit.postprocess import to_labels
+        from an2dl_kit.inference.postprocess import to_labels
 
         return to_labels(probabilities, postprocess.get("majority_filter", 0),
                          allow_background=not config.training.never_background)

@@ -25,7 +25,7 @@ import numpy as np
 
 from an2dl_kit import config as cfg
 from an2dl_kit import runtime as rt
-from an2dl_kit.probabilities import PROBS_FILE, encoding_for, fingerprint
+from an2dl_kit.inference.probabilities import PROBS_FILE, encoding_for, fingerprint
 from an2dl_kit.task import LABELS_FILE, TaskInfo
 from an2dl_kit.training import HISTORY_FILE, MODEL_FILE, Deadline, PhaseResult, Schedule, fit_phase
 
@@ -350,7 +350,7 @@ def train_members(hooks: TaskHooks, config, runtime, data: RunData, out_dir: Pat
 def predict_views(model, x: np.ndarray, views: tuple[str, ...], dense: bool,
                   batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """(identity-view probabilities, mean probabilities over `views`) in one pass over the views."""
-    from an2dl_kit.tta import predict_tta
+    from an2dl_kit.inference.tta import predict_tta
 
     total, identity = None, None
     for view in views:
@@ -414,7 +414,7 @@ def evaluate(hooks: TaskHooks, config, plan: TrainingPlan, data: RunData, sink=N
     """Validation with and without TTA, the views and post-processing chosen on validation, then the test set
     in chunks (never all of its probability maps in memory at once); `sink` (a `probabilities.Writer`)
     receives the submitted probabilities of each test chunk."""
-    from an2dl_kit.tta import resolve_views
+    from an2dl_kit.inference.tta import resolve_views
 
     configured = resolve_views(config.inference.tta)
     rt.log(f"{hooks.info.name}: predicting with TTA views {', '.join(configured)}")
@@ -449,7 +449,7 @@ def evaluate(hooks: TaskHooks, config, plan: TrainingPlan, data: RunData, sink=N
 def evaluate_and_keep(hooks: TaskHooks, config, trained: Trained, data: RunData, out_dir: Path) -> Results:
     """`evaluate`, streaming the submitted test probabilities into `test_probs.npz` with what an ensemble
     needs to weigh and check them: the validation score of the submitted predictions, views, model files."""
-    from an2dl_kit.probabilities import writer
+    from an2dl_kit.inference.probabilities import writer
 
     if data.x_test is None:
         return dataclasses.replace(evaluate(hooks, config, trained.plan, data), model_files=trained.model_files)
@@ -472,7 +472,7 @@ def metrics_record(hooks: TaskHooks, config, *, profile: str, overrides, provena
                    files: list[str], seconds: dict, members: Sequence[dict] = ()) -> dict:
     """metrics.json: the same keys (`METRICS_KEYS`) for every task; task-specific extras go under "details".
     `members` (several members only) are the training records that `results.members` scores complete."""
-    from an2dl_kit.tta import resolve_views
+    from an2dl_kit.inference.tta import resolve_views
 
     score = hooks.info.score
     load = dict(zip(("1min", "5min", "15min"), np.round(os.getloadavg(), 2).tolist(), strict=True))

@@ -93,7 +93,7 @@ def check_push(session, estimate: float, kind: str, force: bool) -> None:
 
 def quota_cli(args) -> int:
     """`an2dl quota`: GPU and TPU hours used and left this week, and when they refresh."""
-    from an2dl_kit.kaggle_session import KaggleSession
+    from an2dl_kit.kaggle.session import KaggleSession
 
     for line in quota_lines(KaggleSession.connect().quota()):
         print(line)

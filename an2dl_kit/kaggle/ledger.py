@@ -17,8 +17,8 @@ from pathlib import Path
 
 from an2dl_kit.errors import KitError
 from an2dl_kit.files import write_text
-from an2dl_kit.kaggle_settings import kernel_config
-from an2dl_kit.variants import SUBMISSIONS_DIR
+from an2dl_kit.kaggle.settings import kernel_config
+from an2dl_kit.kaggle.variants import SUBMISSIONS_DIR
 
 LEDGER_NAME = "ledger.csv"
 LEDGER_COLUMNS = ("time", "task", "competition", "file", "sha256", "message", "kernel_version", "submission",
@@ -101,7 +101,7 @@ def _print_rows(rows: list[dict], task: str, competition: str) -> None:
 
 def scores_cli(args) -> int:
     """`an2dl scores --task T`: fill the ledger's status and scores from the competition's submission list."""
-    from an2dl_kit.kaggle_session import KaggleSession
+    from an2dl_kit.kaggle.session import KaggleSession
 
     competition = kernel_config(args.task).competition
     if not competition:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from an2dl_kit.errors import KaggleError, KitError
 from an2dl_kit.files import atomic_path
-from an2dl_kit.kaggle_settings import credential_values, kaggle_config_path
+from an2dl_kit.kaggle.settings import credential_values, kaggle_config_path
 
 MAX_PAGES = 50
 HTTP_TIMEOUT_S = (15, 300)  # connect, read

@@ -7,7 +7,7 @@ training, or after the data has loaded, wastes a GPU session. `preflight` runs a
 1. `KERAS_BACKEND=tensorflow`, before Keras loads: the image also has jax and torch.
 2. The versions of the libraries the kit needs against `REQUIREMENTS` (read from the installed metadata,
    without importing them). A mismatch stops here, before TensorFlow is imported.
-3. On Kaggle, the GPUs the driver lists against the requested machine shape (`kaggle_settings.GPU_SHAPES`).
+3. On Kaggle, the GPUs the driver lists against the requested machine shape (`settings.GPU_SHAPES`).
 4. One training step of the profile's own model, transform and compile settings on a single full-size
    batch of synthetic data (random initial weights: the ImageNet download is the run's own first step).
 
@@ -107,7 +107,7 @@ def _within(key: tuple[int, ...], low: str, high: str) -> bool:
 
 def check_accelerators(shape: str, gpus: list[str]) -> list[str]:
     """Problems with the GPUs the driver lists (`gpus`) for the requested machine shape."""
-    from an2dl_kit.kaggle_settings import GPU_SHAPES
+    from an2dl_kit.kaggle.settings import GPU_SHAPES
 
     if shape.lower() in ("none", "cpu"):
         return []
@@ -172,7 +172,7 @@ def preflight(task: str, profile: str, accelerator: str = "none", environ: Mappi
     if problems:  # stop before importing TensorFlow with the wrong libraries
         raise PreflightError(problems)
     if KAGGLE_RUN_VAR in environ:
-        from an2dl_kit.banner import _gpu_lines
+        from an2dl_kit.kaggle.banner import _gpu_lines
 
         problems += check_accelerators(accelerator, _gpu_lines() if gpus is None else gpus)
     if not problems:
@@ -188,7 +188,7 @@ def preflight(task: str, profile: str, accelerator: str = "none", environ: Mappi
 
 def cli(args) -> int:
     """`an2dl preflight --task T --profile P`: the kernel's checks on this machine."""
-    from an2dl_kit.kaggle_settings import kernel_config
+    from an2dl_kit.kaggle.settings import kernel_config
 
     for line in preflight(args.task, args.profile, kernel_config(args.task).accelerator):
         print(line)

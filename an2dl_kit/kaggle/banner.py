@@ -14,8 +14,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from an2dl_kit.errors import KitError
-from an2dl_kit.kaggle_settings import kernel_config
-from an2dl_kit.provenance import checkout_provenance
+from an2dl_kit.kaggle.provenance import checkout_provenance
+from an2dl_kit.kaggle.settings import kernel_config
 from an2dl_kit.runtime import library_versions
 from an2dl_kit.task import TASKS
 

@@ -6,7 +6,7 @@ An ensemble (several members of one run, or `an2dl ensemble` over runs) is one z
 its own TTA views and weight, their weighted mean probabilities arg-maxed.
 
 `model.py` is self-contained (NumPy and Keras only, no import of this kit): it is written from the sources
-of `an2dl_kit.errors`, `an2dl_kit.registry` and `an2dl_kit.tta` (the TTA and the registry its views live
+of `an2dl_kit.errors`, `an2dl_kit.registry` and `an2dl_kit.inference.tta` (the TTA and the registry its views live
 in), copied verbatim less their imports of each other, followed by the `Model` class, so the submission
 runs exactly the test-time augmentation the run validated.
 """
@@ -20,8 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from an2dl_kit import errors, registry, tta
+from an2dl_kit import errors, registry
 from an2dl_kit.files import atomic_path
+from an2dl_kit.inference import tta
 from an2dl_kit.task import CELLS
 
 MODEL_PY = "model.py"
@@ -35,7 +36,7 @@ HEADER = """\
 # Model() loads the models named in MEMBERS from this folder; Model().predict(X) maps (n, {shape}) images,
 # 0-255, to (n,) integer labels: each member's probabilities averaged over its TTA views, then the members'
 # weighted mean.
-# The code below up to "Codabench entry point" is an2dl_kit/errors.py, registry.py and tta.py, copied
+# The code below up to "Codabench entry point" is an2dl_kit/errors.py, registry.py and inference/tta.py, copied
 # verbatim less their imports of each other.
 {future}
 """

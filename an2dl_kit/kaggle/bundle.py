@@ -26,8 +26,7 @@ from pathlib import Path
 
 from an2dl_kit.errors import KitError
 from an2dl_kit.files import write_json, write_text
-from an2dl_kit.kaggle_settings import PIN_TYPES, KernelConfig, check_no_credentials, kaggle_username, kernel_config
-from an2dl_kit.provenance import (
+from an2dl_kit.kaggle.provenance import (
     KERNELS_DIR,
     KIT_PACKAGE,
     MAIN_PATH,
@@ -37,8 +36,9 @@ from an2dl_kit.provenance import (
     provenance,
     repo_root,
 )
+from an2dl_kit.kaggle.settings import PIN_TYPES, KernelConfig, check_no_credentials, kaggle_username, kernel_config
+from an2dl_kit.kaggle.variants import check_name, format_overrides
 from an2dl_kit.task import TASKS
-from an2dl_kit.variants import check_name, format_overrides
 
 SCRIPT_NAME = "kernel.py"
 METADATA_NAME = "kernel-metadata.json"
@@ -155,7 +155,7 @@ def load_template(root: Path, task: str) -> dict:
 
 def render_metadata(template: Mapping, config: KernelConfig, username: str | None, name: str | None = None) -> dict:
     """kernel-metadata.json for the kaggle client: the template with the owner, accelerator, image pin and
-    sources. TPU shapes never get here (`kaggle_settings.check_accelerator` refuses them).
+    sources. TPU shapes never get here (`settings.check_accelerator` refuses them).
 
     A variant `name` is appended to the title and the slug (`AN2DL Mars terrain focal`,
     `an2dl-mars-terrain-focal`): the client refuses a push whose title does not slugify to the slug.

@@ -1,6 +1,6 @@
 """Test-set probabilities kept beside every submission (`test_probs.npz`), written and read in chunks.
 
-Why: averaging runs, seeds and folds (`an2dl_kit.ensemble`) needs each run's probabilities, not its labels,
+Why: averaging runs, seeds and folds (`an2dl_kit.inference.ensemble`) needs each run's probabilities, not its labels,
 and a run's probabilities cannot be recomputed once its kernel session is gone. The Mars maps are too large to
 hold casually (10,022 x 64 x 128 x 5 float32 is 1.6 GB), so the file is written and read as a stream: the
 runner appends each chunk of test predictions as it goes, the ensemble reads every member chunk by chunk.

@@ -1,6 +1,6 @@
 """The Kaggle loop: push a bundled kernel, wait for it, download its outputs, submit a leaderboard CSV.
 
-Every request goes through `KaggleSession` (`kaggle_session.py`: the official `kaggle` package, every reply
+Every request goes through `KaggleSession` (`session.py`: the official `kaggle` package, every reply
 checked, one-line errors without credentials). Files on disk are never left half-written: downloads go to a
 hidden `.part` file or folder that is renamed once complete, and a run's outputs never replace an earlier
 run's.
@@ -31,15 +31,15 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from an2dl_kit import __version__
-from an2dl_kit.bundle import USERNAME_PLACEHOLDER, describe_bundle, load_template, write_bundle
 from an2dl_kit.errors import KaggleError, KitError
 from an2dl_kit.files import write_json
-from an2dl_kit.kaggle_session import CHUNK_BYTES, KaggleSession
-from an2dl_kit.kaggle_settings import kernel_config
-from an2dl_kit.ledger import append_ledger
-from an2dl_kit.provenance import canonical_overrides, git_state, repo_root
-from an2dl_kit.quota import check_push, estimate_hours
-from an2dl_kit.variants import (
+from an2dl_kit.kaggle.bundle import USERNAME_PLACEHOLDER, describe_bundle, load_template, write_bundle
+from an2dl_kit.kaggle.ledger import append_ledger
+from an2dl_kit.kaggle.provenance import canonical_overrides, git_state, repo_root
+from an2dl_kit.kaggle.quota import check_push, estimate_hours
+from an2dl_kit.kaggle.session import CHUNK_BYTES, KaggleSession
+from an2dl_kit.kaggle.settings import kernel_config
+from an2dl_kit.kaggle.variants import (
     SUBMISSIONS_DIR,
     check_name,
     format_overrides,

@@ -16,10 +16,10 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from an2dl_kit.bundle import describe_bundle, write_bundle
 from an2dl_kit.data.discover import find_inputs
 from an2dl_kit.errors import KitError
-from an2dl_kit.provenance import canonical_overrides
+from an2dl_kit.kaggle.bundle import describe_bundle, write_bundle
+from an2dl_kit.kaggle.provenance import canonical_overrides
 from an2dl_kit.task import TASKS
 
 RUN_LOCAL_DIR = Path("build/run-local")

@@ -16,7 +16,7 @@ from pathlib import Path
 from an2dl_kit import __version__
 from an2dl_kit import config as cfg
 from an2dl_kit.errors import KitError
-from an2dl_kit.kaggle_settings import KernelConfig
+from an2dl_kit.kaggle.settings import KernelConfig
 from an2dl_kit.tasks import profile_settings, resolve_config
 
 KIT_PACKAGE = "an2dl_kit"
@@ -26,7 +26,7 @@ MAIN_PATH = f"{KERNELS_DIR}/main.py"  # the kernel entry template both tasks sha
 
 def repo_root() -> Path:
     """The checkout this module lives in; bundling needs its `kernels/` folder."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     if not (root / KERNELS_DIR).is_dir():
         raise KitError(f"{root}: no {KERNELS_DIR}/ folder; bundling needs a checkout of an2dl-kit")
     return root

@@ -15,9 +15,9 @@ import json
 from pathlib import Path
 
 from an2dl_kit.files import write_table
-from an2dl_kit.ledger import read_ledger
+from an2dl_kit.kaggle.ledger import read_ledger
+from an2dl_kit.kaggle.variants import SUBMISSIONS_DIR, format_overrides, read_pushes, shown_name, variant_dir
 from an2dl_kit.task import TASKS
-from an2dl_kit.variants import SUBMISSIONS_DIR, format_overrides, read_pushes, shown_name, variant_dir
 
 METRICS_FILE = "metrics.json"
 DOWNLOADED = "downloaded"
@@ -82,7 +82,7 @@ def runs_cli(args) -> int:
     def status_of(record: dict) -> str:
         """Connects on first use only: a table of downloaded versions needs no credentials."""
         nonlocal session
-        from an2dl_kit.kaggle_session import KaggleSession
+        from an2dl_kit.kaggle.session import KaggleSession
 
         session = session or KaggleSession.connect()
         return session.status(record["ref"], int(record["version"]))[0]

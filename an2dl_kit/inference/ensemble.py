@@ -1,7 +1,7 @@
 """`an2dl ensemble`: average the kept test probabilities of several runs into one submission.
 
 Why: runs with other seeds, folds or settings make different mistakes, and their mean probabilities are a
-better submission than any of them. Every run keeps `test_probs.npz` (`an2dl_kit.probabilities`), so an
+better submission than any of them. Every run keeps `test_probs.npz` (`an2dl_kit.inference.probabilities`), so an
 ensemble needs no model, no GPU and no kernel session: it checks that every run predicted the same test set
 (fingerprint and shape), streams the members' files chunk by chunk (never every map at once), averages them
 uniformly or weighted by each run's validation score, takes the arg-max over the stored classes (Mars: 1-4,
@@ -26,7 +26,7 @@ import numpy as np
 
 from an2dl_kit.errors import KitError
 from an2dl_kit.files import atomic_path, write_json
-from an2dl_kit.probabilities import PROBS_FILE, Stored, fingerprint, open_stored
+from an2dl_kit.inference.probabilities import PROBS_FILE, Stored, fingerprint, open_stored
 from an2dl_kit.task import LABELS_FILE, TASKS
 
 WEIGHTINGS = ("uniform", "validation")
@@ -113,7 +113,7 @@ def average_labels(members: Sequence[Stored], weights: np.ndarray,
 def codabench_members(members: Sequence[Stored], weights: np.ndarray) -> list:
     """Every member run's models with their views, the run's weight shared among its models; a missing
     model file is a `KitError` (checked before anything is written)."""
-    from an2dl_kit.codabench import Member
+    from an2dl_kit.inference.codabench import Member
 
     models = []
     for member, weight in zip(members, weights, strict=True):
@@ -160,7 +160,7 @@ def ensemble(task: str, runs: Sequence[Path], out: Path, weighting: str = "unifo
     summary = write_submission(task, out, labels)
     files = [SUBMISSION_CSV]
     if zip_members:
-        from an2dl_kit.codabench import write_submission_zip
+        from an2dl_kit.inference.codabench import write_submission_zip
 
         write_submission_zip(out / SUBMISSION_ZIP, zip_members)
         files.append(SUBMISSION_ZIP)
