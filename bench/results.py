@@ -1,0 +1,212 @@
+"""`python -m bench.results` (`make results`): the measured tables of the docs, generated from the records.
+
+A Markdown file holds a generated table between two comments; the first names a view and its arguments:
+
+    <!-- results: seeds 2026-12-03-cells-robustness-81d1c93 -->
+    ...generated, never edited...
+    <!-- /results -->
+
+Views:
+- `seeds RECORD`: one row per model and seed, then each model's mean ± standard deviation over its seeds;
+- `summary RECORD...`: one row per model of each record: its seeds' mean ± sd (per-seed values beside) and,
+  where the record names a `reference` record in its settings, the reference's means;
+- `table RECORD`: a record of kind "table" as it is;
+- `headline TASK:RECORD:MODEL:COLUMN[,COLUMN]:LINK ...`: the README's one row per task.
+Every table is followed by its provenance: the record, its command, commit, date and machine. `--check`
+rewrites nothing and fails if a file is not what its records give; the test suite runs the same check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from bench.records import REPO, RecordError, load_records
+
+BLOCK = re.compile(r"(<!-- results: (\w+)((?: [^\s>]+)*) -->\n)(.*?)(<!-- /results -->)", re.DOTALL)
+RECORDS_LINK = "results/records"
+
+
+def documents(root: Path = REPO) -> list[Path]:
+    """The files that may hold generated tables: the README and every page under docs/."""
+    return [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
+
+
+def mean_sd(values: Sequence[float], fmt: str) -> str:
+    """`0.9729 ± 0.0029` over seeds (population standard deviation); a single value alone."""
+    array = np.asarray(values, float)
+    if len(array) == 1:
+        return format(array[0], fmt)
+    return f"{format(array.mean(), fmt)} ± {format(array.std(), fmt)}"
+
+
+def by_model(record: Mapping) -> dict[str, list[dict]]:
+    models: dict[str, list[dict]] = {}
+    for run in record["runs"]:
+        models.setdefault(str(run.get("model", "")), []).append(run)
+    return models
+
+
+def markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+
+
+def provenance(stem: str, record: Mapping, link_root: str) -> str:
+    """The line under a table: which record, command, commit, date and machine it comes from."""
+    machine = record["machine"] or {}
+    where = []
+    if machine.get("cpu_count"):
+        where.append(f"{machine['cpu_count']} cores")
+    load = (machine.get("load_average") or {}).get("15min")
+    if load is not None:
+        where.append(f"load {load} (15 min)")
+    commit = (record["commit"] or "no commit")[:7] + (" dirty" if record.get("dirty") else "")
+    text = (f"Record [`{stem}`]({link_root}/{stem}.json): `{record['command']}` at {commit}, {record['date']}"
+            + (f", {', '.join(where)}" if where else ""))
+    if record["transcribed"]:
+        source = record["transcribed"]
+        text += f"; transcribed from {source['from']} at {source['commit'][:7]}: {source['note']}"
+    return text + "."
+
+
+def seeds_view(records: Mapping[str, dict], args: Sequence[str]) -> tuple[list[str], list[str]]:
+    (stem,) = args
+    record = records[stem]
+    columns = record["columns"]
+    rows = []
+    for model, runs in by_model(record).items():
+        for run in runs:
+            rows.append([model, str(run.get("seed", "")),
+                         *(format(run[col["key"]], col["format"]) for col in columns)])
+        if len(runs) > 1:
+            rows.append([f"**{model}, mean ± sd**", "",
+                         *(f"**{mean_sd([run[col['key']] for run in runs], col['format'])}**" for col in columns)])
+    return markdown(["model", "seed", *(col["header"] for col in columns)], rows), [stem]
+
+
+def summary_view(records: Mapping[str, dict], args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """One row per model of each record; per-seed values in brackets; the reference record's means beside."""
+    header_columns = records[args[0]]["columns"]
+    rows, used = [], []
+    for stem in args:
+        record = records[stem]
+        used.append(stem)
+        reference = record["settings"].get("reference")
+        against = ""
+        if reference:
+            used.append(reference)
+            ref_runs = next(iter(by_model(records[reference]).values()))
+            against = " / ".join(mean_sd([run[col["key"]] for run in ref_runs], col["format"])
+                                 for col in header_columns)
+        for model, runs in by_model(record).items():
+            cells = []
+            for col in header_columns:
+                values = [run[col["key"]] for run in runs]
+                each = f" ({' / '.join(format(v, col['format']) for v in values)})" if len(values) > 1 else ""
+                cells.append(mean_sd(values, col["format"]) + each)
+            setting = " ".join(record["settings"].get("overrides", [])) or "the profile as it is"
+            rows.append([record["title"] + (f", {model}" if model else ""), f"`{setting}`", str(len(runs)),
+                         *cells, against])
+    header = ["run", "settings", "seeds", *(col["header"] for col in header_columns), "reference"]
+    return markdown(header, rows), list(dict.fromkeys(used))
+
+
+def table_view(records: Mapping[str, dict], args: Sequence[str]) -> tuple[list[str], list[str]]:
+    (stem,) = args
+    record = records[stem]
+    return markdown(record["columns"], record["rows"]), [stem]
+
+
+def headline_view(records: Mapping[str, dict], args: Sequence[str]) -> tuple[list[str], list[str]]:
+    rows, used = [], []
+    for arg in args:
+        task, stem, model, keys, link = arg.split(":")
+        record = records[stem]
+        used.append(stem)
+        runs = by_model(record)[model]
+        formats = {col["key"]: col for col in record["columns"]}
+        scores = "; ".join(f"{formats[key]['header']} {mean_sd([run[key] for run in runs], formats[key]['format'])}"
+                           for key in keys.split(","))
+        rows.append([task, f"`{record['settings'].get('profile', '')}`", f"`{record['command']}`",
+                     f"{scores} ({len(runs)} seeds)", f"[{Path(link).stem} results]({link})"])
+    return markdown(["task", "profile", "command", "held-out score, mean ± sd", "full tables"], rows), used
+
+
+VIEWS: dict[str, Callable[[Mapping[str, dict], Sequence[str]], tuple[list[str], list[str]]]] = {
+    "seeds": seeds_view, "summary": summary_view, "table": table_view, "headline": headline_view,
+}
+
+
+def render(text: str, records: Mapping[str, dict], path: Path, root: Path = REPO) -> str:
+    """`text` with every generated block rendered again from `records`."""
+    link_root = Path("docs", RECORDS_LINK).as_posix() if path.parent == root else \
+        _relative(root / "docs" / RECORDS_LINK, path.parent)
+
+    def block(match: re.Match) -> str:
+        view, args = match.group(2), match.group(3).split()
+        if view not in VIEWS:
+            raise RecordError(f"{path}: unknown results view {view!r}; choose one of {', '.join(VIEWS)}")
+        missing = [arg for arg in args for stem in [arg.split(":")[1] if view == "headline" else arg]
+                   if stem not in records]
+        if missing:
+            raise RecordError(f"{path}: no record {missing[0]!r} in docs/results/records")
+        lines, used = VIEWS[view](records, args)
+        notes = [records[stem]["notes"] for stem in used if records[stem]["notes"] and view != "headline"]
+        below = [provenance(stem, records[stem], link_root) for stem in used] if view != "headline" else []
+        body = "\n".join(lines) + "\n\n" + "".join(f"{line}\n" for line in [*notes, *below]) if below or notes \
+            else "\n".join(lines) + "\n"
+        return match.group(1) + body.rstrip("\n") + "\n" + match.group(5)
+
+    return BLOCK.sub(block, text)
+
+
+def _relative(target: Path, start: Path) -> str:
+    import os
+
+    return Path(os.path.relpath(target, start)).as_posix()
+
+
+def stale(root: Path = REPO) -> dict[Path, str]:
+    """Files whose generated tables differ from what the records give: path -> the text they should hold."""
+    records = load_records(root / "docs" / RECORDS_LINK)
+    out = {}
+    for path in documents(root):
+        if not path.exists():
+            continue
+        text = path.read_text(encoding="utf-8")
+        rendered = render(text, records, path, root)
+        if rendered != text:
+            out[path] = rendered
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.results", description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a table is stale")
+    args = parser.parse_args(argv)
+    try:
+        changed = stale()
+    except RecordError as error:
+        print(f"results: error: {error}", file=sys.stderr)
+        return 2
+    from an2dl_kit.files import write_text
+
+    for path, text in changed.items():
+        if args.check:
+            print(f"stale: {path.relative_to(REPO)} (run `make results`)")
+        else:
+            write_text(path, text)
+            print(f"wrote {path.relative_to(REPO)}")
+    if not changed:
+        print("results: every generated table matches its records")
+    return 1 if args.check and changed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
