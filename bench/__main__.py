@@ -17,7 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import Row, parse_rows, table
+from bench.common import Row, parse_rows, rows_record, table
+from bench.records import add_record_option, save_record
 
 # The parts of `make bench`, in table order; each takes about a minute or less on two cores.
 PARTS = ("hardware_augment", "hardware_pipeline", "hardware_size", "hardware_tta", "hardware_estimate",
@@ -40,6 +41,7 @@ def run_part(name: str) -> tuple[list[Row], str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--parts", help=f"comma-separated parts (default: {','.join(PARTS)})")
+    add_record_option(parser)
     args = parser.parse_args(argv)
     names = [p.strip() for p in args.parts.split(",")] if args.parts else list(PARTS)
     rows, failed = [], []
@@ -53,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)
             print(error[-2000:], file=sys.stderr)
     print(table(rows), end="")
+    if not failed:
+        save_record(args, rows_record("bench", "speed and size", rows, {"parts": names}))
     return 1 if failed else 0
 
 

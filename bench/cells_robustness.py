@@ -1,187 +1,37 @@
 """Robustness of the `local` cells model: accuracy on the real test set, clean and corrupted, +/- TTA.
 
 The course's hidden test set was heavily shifted (models fell from ~0.97 validation to 0.16-0.68). This
-benchmark makes a deterministic corrupted copy of `../shared/data/cells/test_set.npz`: every test image
-once per corruption (Gaussian blur, JPEG, pixelation, brightness, contrast, saturation, stain-like and
-bubble-like artefacts), each copy at one of five severities, cycled so that every severity is equally
-represented. Severities follow ImageNet-C (Hendrycks & Dietterich, 2019), with spatial parameters scaled
-from 224 px to 96 px.
-
-The corruptions are implemented here with Pillow and NumPy, independently of the training augmentation
-(albumentations and `augment.cells`): different code, shapes and parameter draws, so the figure measures
-robustness, not recall of the training pipeline.
+benchmark scores the real test images of `../shared/data/cells` clean and on the kit's own deterministic
+corrupted copy (`bench.cells_corruptions`: 8 corruptions x 5 severities).
 
 For each seed it trains the kit's `local` recipe and, with the same budget, the plain baseline a user would
 write by hand (four conv blocks at 96 px, Adam, no augmentation, the best validation epoch kept), and scores
 both on the clean and the corrupted test set (the kit with the TTA views its run chose on validation). It prints
 per-seed rows, then mean, standard deviation and range, with the training's wall-clock seconds and CPU-seconds
 (on a shared machine the wall clock alone understates the budget: "10 minutes on 2 cores" is 1,200
-CPU-seconds), and the accuracy per corruption and per severity. It skips cleanly when the data is absent.
+CPU-seconds), and the accuracy per corruption and per severity. `--record` also writes the figures as a
+results record (`bench.records`). It skips cleanly when the data is absent.
 
     nice -n 10 python -m bench.cells_robustness [--seeds 3] [--baseline-seeds K] [--kit-seeds K] [--budget 600]
-        [--set F=V] [--out build/bench/cells_robustness]
+        [--set F=V] [--out build/bench/cells_robustness] [--record [LABEL]]
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import shutil
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from an2dl_kit.task import CELLS, LABELS_FILE
+from bench.cells_corruptions import CORRUPTIONS, SEVERITIES, corrupted_copy
 from bench.common import quietly
 
 DEFAULT_OUT = Path("build/bench/cells_robustness")
-SEED = 2024
-SEVERITIES = 5
 CLEAN_TARGET, CORRUPTED_TARGET = 0.97, 0.90
-
-
-# --- corruptions: (image uint8 HxWx3, severity 1..5, rng) -> image uint8 ---------------------------------
-
-
-def _pil(image: np.ndarray):
-    from PIL import Image
-
-    return Image.fromarray(image)
-
-
-def gaussian_blur(image, severity, rng):
-    from PIL import ImageFilter
-
-    sigma = (0.5, 0.9, 1.3, 1.7, 2.5)[severity - 1]
-    return np.asarray(_pil(image).filter(ImageFilter.GaussianBlur(sigma)))
-
-
-def jpeg(image, severity, rng):
-    quality = (25, 18, 15, 10, 7)[severity - 1]
-    buffer = io.BytesIO()
-    _pil(image).save(buffer, format="JPEG", quality=quality)
-    from PIL import Image
-
-    return np.asarray(Image.open(buffer).convert("RGB"))
-
-
-def pixelate(image, severity, rng):
-    from PIL import Image
-
-    factor = (0.6, 0.5, 0.4, 0.3, 0.25)[severity - 1]
-    height, width = image.shape[:2]
-    small = _pil(image).resize((int(width * factor), int(height * factor)), Image.Resampling.BOX)
-    return np.asarray(small.resize((width, height), Image.Resampling.BOX))
-
-
-def _hsv_edit(image: np.ndarray, edit: Callable[[np.ndarray], None]) -> np.ndarray:
-    hsv = np.asarray(_pil(image).convert("HSV"), np.float32) / 255.0
-    edit(hsv)
-    from PIL import Image
-
-    return np.asarray(Image.fromarray((np.clip(hsv, 0, 1) * 255).astype(np.uint8), "HSV").convert("RGB"))
-
-
-def brightness(image, severity, rng):
-    """ImageNet-C's V-channel shift, alternately brighter and darker."""
-    shift = (0.1, 0.2, 0.3, 0.4, 0.5)[severity - 1] * (1 if rng.random() < 0.5 else -1)
-
-    def edit(hsv):
-        hsv[..., 2] += shift
-
-    return _hsv_edit(image, edit)
-
-
-def contrast(image, severity, rng):
-    factor = (0.4, 0.3, 0.2, 0.1, 0.05)[severity - 1]
-    pixels = image.astype(np.float32)
-    mean = pixels.mean(axis=(0, 1), keepdims=True)
-    return np.clip((pixels - mean) * factor + mean, 0, 255).astype(np.uint8)
-
-
-def saturate(image, severity, rng):
-    scale, offset = ((0.3, 0.0), (0.1, 0.0), (2.0, 0.0), (5.0, 0.1), (20.0, 0.2))[severity - 1]
-
-    def edit(hsv):
-        hsv[..., 1] = hsv[..., 1] * scale + offset
-
-    return _hsv_edit(image, edit)
-
-
-def _smooth_noise(shape: tuple[int, int], rng, scale: int) -> np.ndarray:
-    """A smooth random field in [0, 1]: coarse uniform noise, bicubically enlarged."""
-    from PIL import Image
-
-    coarse = rng.random((max(2, shape[0] // scale), max(2, shape[1] // scale))).astype(np.float32)
-    field = np.asarray(Image.fromarray(coarse, "F").resize(shape[::-1], Image.Resampling.BICUBIC))
-    return (field - field.min()) / max(float(np.ptp(field)), 1e-6)
-
-
-def stains(image, severity, rng):
-    """Irregular dye splotches: thresholded smooth noise, tinted, over a growing share of the image."""
-    coverage = (0.1, 0.18, 0.26, 0.34, 0.42)[severity - 1]
-    strength = (0.3, 0.4, 0.5, 0.6, 0.7)[severity - 1]
-    field = _smooth_noise(image.shape[:2], rng, scale=12)
-    threshold = np.quantile(field, 1 - coverage)
-    mask = np.clip((field - threshold) / 0.08, 0, 1)[..., None]
-    dye = rng.choice(np.array([[130, 30, 120], [200, 60, 90], [90, 60, 30], [40, 60, 150]], np.float32))
-    pixels = image.astype(np.float32)
-    tinted = pixels * (dye / 255.0)
-    return np.clip(pixels + strength * mask * (tinted - pixels), 0, 255).astype(np.uint8)
-
-
-def bubbles(image, severity, rng):
-    """Air bubbles: dark outlined circles with a pale, slightly transparent fill and a specular dot."""
-    from PIL import Image, ImageDraw
-
-    count = severity
-    height, width = image.shape[:2]
-    base = _pil(image).convert("RGBA")
-    overlay = Image.new("RGBA", base.size, (0, 0, 0, 0))
-    draw = ImageDraw.Draw(overlay)
-    for _ in range(count):
-        radius = rng.uniform(5, 10 + 4 * severity)
-        cy, cx = rng.uniform(0, height), rng.uniform(0, width)
-        box = (cx - radius, cy - radius, cx + radius, cy + radius)
-        draw.ellipse(box, fill=(255, 255, 255, int(rng.uniform(30, 80))),
-                     outline=(40, 40, 50, int(rng.uniform(140, 220))), width=int(rng.integers(1, 4)))
-        spot = radius * 0.2
-        draw.ellipse((cx - radius * 0.5 - spot, cy - radius * 0.5 - spot, cx - radius * 0.5 + spot,
-                      cy - radius * 0.5 + spot), fill=(255, 255, 255, 160))
-    return np.asarray(Image.alpha_composite(base, overlay).convert("RGB"))
-
-
-CORRUPTIONS: dict[str, Callable] = {
-    "gaussian_blur": gaussian_blur,
-    "jpeg": jpeg,
-    "pixelate": pixelate,
-    "brightness": brightness,
-    "contrast": contrast,
-    "saturate": saturate,
-    "stains": stains,
-    "bubbles": bubbles,
-}
-
-
-def corrupted_copy(images: np.ndarray, labels: np.ndarray, seed: int = SEED) -> dict[str, np.ndarray]:
-    """Every image once per corruption; severity cycles 1..5 over the images (offset per corruption)."""
-    out_images, out_labels, kinds, severities = [], [], [], []
-    for k, corrupt in enumerate(CORRUPTIONS.values()):
-        for i, image in enumerate(images):
-            severity = (i + k) % SEVERITIES + 1
-            rng = np.random.default_rng([seed, k, i])
-            out_images.append(corrupt(image, severity, rng))
-            out_labels.append(labels[i])
-            kinds.append(k)
-            severities.append(severity)
-    return {"images": np.stack(out_images).astype(np.uint8), "labels": np.asarray(out_labels, np.int64),
-            "corruption": np.asarray(kinds, np.int64), "severity": np.asarray(severities, np.int64)}
-
-
-# --- the benchmark ------------------------------------------------------------------------------------------
 
 
 def find_data() -> Path | None:
@@ -279,15 +129,15 @@ def spread(values: list[float]) -> str:
     return f"{array.mean():.4f} ± {array.std():.4f} ({array.min():.4f}..{array.max():.4f})"
 
 
-def report(results: dict[str, list[dict]], seconds: dict[str, list[tuple[float, float]]]) -> str:
+def report(results: dict[str, list[dict]]) -> str:
     """Kit vs baseline: clean and corrupted accuracy per seed, then mean and spread; the kit's per-corruption
     and per-severity accuracy (mean over seeds)."""
     results = {name: runs for name, runs in results.items() if runs}  # --baseline-seeds 0 leaves it empty
     lines = ["| model | seed | clean | corrupted | training s (CPU s) |", "|---|---|---|---|---|"]
     for name, runs in results.items():
-        for seed, (result, (wall, cpu)) in enumerate(zip(runs, seconds[name], strict=True)):
-            lines.append(f"| {name} | {seed} | {result['clean']:.4f} | {result['corrupted']:.4f} | "
-                         f"{wall:.0f} ({cpu:.0f}) |")
+        for r in runs:
+            lines.append(f"| {name} | {r['seed']} | {r['clean']:.4f} | {r['corrupted']:.4f} | "
+                         f"{r['seconds']:.0f} ({r['cpu']:.0f}) |")
     lines += ["", "| model | clean (mean ± sd, min..max) | corrupted |", "|---|---|---|"]
     for name, runs in results.items():
         lines.append(f"| {name} | {spread([r['clean'] for r in runs])} | {spread([r['corrupted'] for r in runs])} |")
@@ -329,7 +179,7 @@ def score(model, clean: np.ndarray, clean_labels: np.ndarray, corrupted: dict, v
 
 def train_kit(root: Path, out: Path, budget: float | None, seed: int, settings: list[str]):
     """The kit's `local` recipe (with `--set` overrides) for one seed; returns (model, its chosen TTA views,
-    wall s, CPU s)."""
+    wall s, CPU s, epochs)."""
     import keras
 
     from an2dl_kit.tasks import run
@@ -338,10 +188,53 @@ def train_kit(root: Path, out: Path, budget: float | None, seed: int, settings: 
     shutil.rmtree(out, ignore_errors=True)  # a fresh run: no resumed backup, no old history rows
     metrics = run(CELLS.name, root, out, "local", overrides=[f"budget_s={budget}", f"seed={seed}", *settings])
     model = keras.saving.load_model(out / MODEL_FILE, compile=False)
-    return model, tuple(metrics["tta"]["views"]), metrics["seconds"]["training"], metrics["seconds"]["training_cpu"]
+    epochs = sum(phase["epochs_run"] for phase in metrics["phases"])
+    return (model, tuple(metrics["tta"]["views"]), metrics["seconds"]["training"], metrics["seconds"]["training_cpu"],
+            epochs)
+
+
+def train_and_score(root: Path, args, budget: float, test: tuple[np.ndarray, np.ndarray, dict]) -> dict[str, list]:
+    """Per model ("kit", "baseline"), one result per seed: clean and corrupted scores, seconds, epochs."""
+    baseline_seeds = args.seeds if args.baseline_seeds is None else args.baseline_seeds
+    kit_seeds = args.seeds if args.kit_seeds is None else args.kit_seeds
+    results: dict[str, list[dict]] = {"kit": [], "baseline": []}
+    for seed in range(args.seeds):
+        if seed < kit_seeds:
+            model, views, wall, cpu, epochs = train_kit(root, args.out / f"run_{seed}", budget, seed, args.set)
+            results["kit"].append({**score(model, *test, views), "seed": seed, "seconds": wall, "cpu": cpu,
+                                   "epochs": epochs})
+        if seed < baseline_seeds:
+            model, wall, cpu = train_baseline(root, budget, seed, args.out / f"baseline_{seed}")
+            results["baseline"].append({**score(model, *test, ("identity",)), "seed": seed, "seconds": wall,
+                                        "cpu": cpu, "epochs": None})
+        for name, runs in results.items():
+            if runs and runs[-1]["seed"] == seed:
+                print(f"[bench] seed {seed}: {name} {runs[-1]['clean']:.4f} / {runs[-1]['corrupted']:.4f}",
+                      file=sys.stderr, flush=True)
+    return results
+
+
+def record(results: dict[str, list[dict]], args, budget: float) -> dict:
+    """The run as a results record: per model and seed, the figures the docs tables show."""
+    from bench.records import column, command_line, new_record
+
+    runs = [{"model": "kit local" if name == "kit" else "hand-written baseline", "seed": r["seed"],
+             "epochs": r["epochs"], "clean": r["clean"], "corrupted": r["corrupted"],
+             "training_s": round(r["seconds"]), "cpu_s": round(r["cpu"]), "per_corruption": r["per_corruption"],
+             "per_severity": {str(s): v for s, v in r["per_severity"].items()}}
+            for name, runs in results.items() for r in runs]
+    return new_record(
+        "bench.cells_robustness", title="cells: test accuracy, clean and on the kit's corrupted copy",
+        command=command_line(module="bench.cells_robustness"), kind="seeds",
+        settings={"task": "cells", "profile": "local", "budget_s": budget, "overrides": list(args.set)},
+        columns=[column("epochs", fmt="d"), column("clean"), column("corrupted"),
+                 column("training_s", "training s", "d"), column("cpu_s", "CPU s", "d")],
+        runs=[{**run, "epochs": run["epochs"] or 0} for run in runs])
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.records import add_record_option, save_record
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--budget", type=float, help="training seconds of each model (default: the local profile's)")
@@ -352,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="train the baseline for the first K seeds only (default: every seed; 0: never)")
     parser.add_argument("--kit-seeds", type=int, metavar="K",
                         help="train the kit for the first K seeds only (default: every seed; 0: the baseline alone)")
+    add_record_option(parser)
     args = parser.parse_args(argv)
 
     root = find_data()
@@ -366,27 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     clean = load_cells_test(cells / CELLS.test_file)
     clean_labels = load_labels(cells / LABELS_FILE).reshape(-1)
     corrupted = load_or_make_corrupted(clean, clean_labels, args.out)
-    baseline_seeds = args.seeds if args.baseline_seeds is None else args.baseline_seeds
-    kit_seeds = args.seeds if args.kit_seeds is None else args.kit_seeds
-    results: dict[str, list[dict]] = {"kit": [], "baseline": []}
-    seconds: dict[str, list[tuple[float, float]]] = {"kit": [], "baseline": []}
-    for seed in range(args.seeds):
-        if seed < kit_seeds:
-            model, views, wall, cpu = train_kit(root, args.out / f"run_{seed}", budget, seed, args.set)
-            results["kit"].append(score(model, clean, clean_labels, corrupted, views))
-            seconds["kit"].append((wall, cpu))
-            print(f"[bench] seed {seed}: kit {results['kit'][-1]['clean']:.4f} / "
-                  f"{results['kit'][-1]['corrupted']:.4f}", file=sys.stderr, flush=True)
-        if seed >= baseline_seeds:
-            continue
-        model, wall, cpu = train_baseline(root, budget, seed, args.out / f"baseline_{seed}")
-        results["baseline"].append(score(model, clean, clean_labels, corrupted, ("identity",)))
-        seconds["baseline"].append((wall, cpu))
-        print(f"[bench] seed {seed}: baseline {results['baseline'][-1]['clean']:.4f} / "
-              f"{results['baseline'][-1]['corrupted']:.4f}", file=sys.stderr, flush=True)
-    text = report(results, seconds)
+    results = train_and_score(root, args, budget, (clean, clean_labels, corrupted))
+    text = report(results)
     print(text)
     (args.out / "report.md").write_text(text + "\n")
+    save_record(args, record(results, args, budget))
     return 0
 
 

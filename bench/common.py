@@ -144,3 +144,12 @@ def quietly(entry: Callable[[], int]) -> int:
 def parse_rows(stdout: str) -> list[Row]:
     return [Row(**json.loads(line[len(ROW_PREFIX):])) for line in stdout.splitlines()
             if line.startswith(ROW_PREFIX)]
+
+
+def rows_record(benchmark: str, title: str, rows: list[Row], settings: dict) -> dict:
+    """A printed table of rows as a results record of kind "table" (`bench.records`)."""
+    from bench.records import command_line, new_record
+
+    columns = ["part", "item", "value", "unit", "note"]
+    return new_record(benchmark, title=title, command=command_line(module=benchmark), kind="table",
+                      settings=settings, columns=columns, rows=[[getattr(row, c) for c in columns] for row in rows])

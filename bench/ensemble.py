@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import Row, fmt, progress, quietly, table
+from bench.common import Row, fmt, progress, quietly, rows_record, table
+from bench.records import add_record_option, save_record
 
 SEEDS = (0, 1, 2)
 COURSE_TILES = 10_022
@@ -127,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="one run per seed (default: 0,1,2)")
     parser.add_argument("--out", type=Path, default=Path("build/bench/ensemble"))
     parser.add_argument("--course", action="store_true", help="also time 3 x 10,022 synthetic Mars tiles")
+    add_record_option(parser)
     args = parser.parse_args(argv)
     seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
     rows = []
@@ -135,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.course:
         rows += course_rows(args.out)
     print(table(rows), end="")
+    save_record(args, rows_record("bench.ensemble", "ensembles of local runs", rows,
+                                  {"tasks": args.tasks, "seeds": list(seeds), "budget_s": args.budget,
+                                   "course": args.course}))
     return 0
 
 

@@ -15,7 +15,7 @@ Targets: the `local` profile's submitted masks reach mIoU >= 0.65 and big-rock I
 15 minutes of training on 2 cores, no seed more than 0.01 below, and beat the plain U-Net of the same budget.
 
     nice -n 10 .venv/bin/python -m bench.mars_quality [--seeds 3] [--budget 900] [--out build/bench/mars_quality]
-        [--recipe-baseline] [--baseline-width 1.0] [--baseline-seeds K] [--set FIELD=VALUE ...]
+        [--recipe-baseline] [--baseline-width 1.0] [--baseline-seeds K] [--set FIELD=VALUE ...] [--record [LABEL]]
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from an2dl_kit.metrics import format_class_errors  # noqa: E402
 from an2dl_kit.task import BIG_ROCK, LABELS_FILE, MARS  # noqa: E402
 from bench.common import Row, add_rows_option, emit, fmt, progress, quietly  # noqa: E402
+from bench.records import add_record_option, save_record  # noqa: E402
 
 PART = "mars_quality"
 DEFAULT_OUT = Path("build/bench/mars_quality")
@@ -111,7 +112,8 @@ def summary_rows(results: dict[str, list[dict]]) -> list[Row]:
 
 
 def run_all(data: Path, out: Path, budget: float, seeds: int, recipe_baseline: bool,
-            baseline_width: float, baseline_seeds: int, settings: dict) -> list[Row]:
+            baseline_width: float, baseline_seeds: int, settings: dict) -> tuple[list[Row], dict[str, list[dict]]]:
+    """Train every variant for every seed; the printed rows and each variant's metrics.json per seed."""
     from an2dl_kit.tasks import resolve_config, run
 
     named = variants(recipe_baseline, baseline_width, settings)
@@ -130,21 +132,45 @@ def run_all(data: Path, out: Path, budget: float, seeds: int, recipe_baseline: b
                 raise SystemExit(f"mars_quality: {data / MARS.name / LABELS_FILE} does not match the test set")
             results[name].append(metrics)
             rows += result_rows(f"{name} seed {seed}", metrics, budget)
-    return rows + summary_rows(results)
+    return rows + summary_rows(results), results
 
 
-def rows(budget: float | None = None, out: Path = DEFAULT_OUT, seeds: int = 3, recipe_baseline: bool = False,
-         baseline_width: float = 1.0, baseline_seeds: int | None = None, settings: list[str] = ()) -> list[Row]:
+def record(results: dict[str, list[dict]], budget: float, settings: list[str]) -> dict:
+    """The run as a results record: per variant and seed, the submitted masks' test scores."""
+    from bench.records import column, command_line, new_record
+
+    names = {"enhanced": "kit local", "plain": "plain U-Net, plain recipe", "plain+recipe": "plain U-Net, kit recipe"}
+    runs = [{"model": names[name], "seed": metrics["config"]["training"]["seed"],
+             "epochs": sum(phase["epochs_run"] for phase in metrics["phases"]),
+             "miou": metrics["test_tta"]["miou"], **{key.replace(" ", "_"): metrics["test_tta"]["iou"][key]
+                                                     for key in CLASSES},
+             "validation_miou": metrics["validation_tta"]["miou"], "views": metrics["tta"]["views"],
+             "training_s": round(metrics["seconds"]["training"])}
+            for name, seeds in results.items() for metrics in seeds]
+    return new_record(
+        "bench.mars_quality", title="Mars: test mIoU of the submitted masks", command=command_line(
+            module="bench.mars_quality"), kind="seeds",
+        settings={"task": "mars", "profile": "local", "budget_s": budget, "overrides": list(settings)},
+        columns=[column("epochs", fmt="d"), column("miou", "test mIoU"),
+                 *(column(key.replace(" ", "_"), key, ".3f") for key in CLASSES)],
+        runs=runs)
+
+
+def measure(budget: float | None = None, out: Path = DEFAULT_OUT, seeds: int = 3, recipe_baseline: bool = False,
+         baseline_width: float = 1.0, baseline_seeds: int | None = None,
+         settings: list[str] = ()) -> tuple[list[Row], dict | None]:
+    """The benchmark's rows and its results record (None when skipped)."""
     from an2dl_kit.config import parse_assignments
     from an2dl_kit.tasks import resolve_config
 
     data = find_data()
     if data is None:
-        return [Row(PART, "skipped", "-", "-", "real stand-in data (../shared/data/mars) not available")]
+        return [Row(PART, "skipped", "-", "-", "real stand-in data (../shared/data/mars) not available")], None
     budget = budget or resolve_config(MARS.name, "local").run.budget_s
     baseline_seeds = seeds if baseline_seeds is None else baseline_seeds
-    return run_all(data, Path(out), budget, seeds, recipe_baseline, baseline_width, baseline_seeds,
-                   parse_assignments(settings))
+    found, results = run_all(data, Path(out), budget, seeds, recipe_baseline, baseline_width, baseline_seeds,
+                             parse_assignments(settings))
+    return found, record(results, budget, settings)
 
 
 def cli(argv: list[str] | None = None) -> int:
@@ -161,9 +187,13 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a field of the kit's local recipe, e.g. --set oversample_big_rock=5")
     add_rows_option(parser)
+    add_record_option(parser)
     args = parser.parse_args(argv)
-    emit(rows(args.budget, args.out, args.seeds, args.recipe_baseline, args.baseline_width,
-              args.baseline_seeds, args.set), args.rows)
+    found, results = measure(args.budget, args.out, args.seeds, args.recipe_baseline, args.baseline_width,
+                             args.baseline_seeds, args.set)
+    emit(found, args.rows)
+    if results is not None:
+        save_record(args, results)
     return 0
 
 

@@ -162,3 +162,18 @@ def load_record(path: Path) -> dict:
 def load_records(folder: Path = RECORDS_DIR) -> dict[str, dict]:
     """Every record under `folder`, by file stem, in name (date) order."""
     return {path.stem: load_record(path) for path in sorted(Path(folder).glob("*.json"))}
+
+
+def add_record_option(parser) -> None:
+    """`--record [LABEL]`: a benchmark's option to write its results record (LABEL names the file)."""
+    parser.add_argument("--record", nargs="?", const="", default=None, metavar="LABEL",
+                        help="also write the figures as a results record under docs/results/records/")
+
+
+def save_record(args, record: Mapping[str, Any]) -> Path | None:
+    """Write `record` when the command line asked for it (`--record`); print where."""
+    if getattr(args, "record", None) is None:
+        return None
+    path = write_record(record, args.record)
+    print(f"[bench] record: {path.relative_to(REPO) if path.is_relative_to(REPO) else path}", file=sys.stderr)
+    return path
