@@ -5,5 +5,6 @@ from), `bundle` (one self-contained script per task), `variants` (named kernels 
 Kernel time: `banner` (what a kernel prints first), `preflight` (versions, accelerators, one training step).
 After the push: `session` (every request through the official client, every reply checked), `loop` (push,
 status, wait, output, submit), `ledger` (submissions and their scores), `runs` (one row per pushed version),
-and `run_local` (the bundled script here, in a Kaggle-like layout).
+`run_local` (the bundled script here, in a Kaggle-like layout), and `datasets` (`upload-data`: a task's input
+files as the private dataset its kernel reads).
 """
