@@ -22,6 +22,8 @@ FORCE   ?=
 KIT_SET   = $(foreach s,$(SET),--set $(s))
 KIT_NAME  = $(if $(NAME),--name $(NAME))
 KIT_FORCE = $(if $(filter-out 0 false no,$(FORCE)),--force)
+# `make upload-data`: PUBLIC=1 creates the dataset public (default: private).
+PUBLIC  ?=
 # Kaggle configuration (README "Kaggle workflow"); KAGGLE_USERNAME defaults to kaggle.json's username.
 ACCELERATOR       ?= NvidiaTeslaT4
 MARS_COMPETITION  ?= an-2-dl-2024-2025-homework-2
@@ -34,7 +36,7 @@ PIN               ?= original
 export ACCELERATOR MARS_COMPETITION CELLS_COMPETITION CELLS_DATASETS MARS_DATASETS INTERNET PIN
 
 .PHONY: help demo test lint bench gpu-check results docs synth bundle push-cells push-mars status wait \
-        output-cells output-mars submit scores runs quota run-cells-local run-mars-local ensemble clean
+        output-cells output-mars submit scores runs quota upload-data run-cells-local run-mars-local ensemble clean
 
 help:
 	@echo "make demo            synthetic data -> train both tasks -> leaderboard files (DATA=DIR for real files)"
@@ -51,6 +53,7 @@ help:
 	@echo "make scores TASK=mars           fill the ledger's public/private scores from Kaggle"
 	@echo "make runs TASK=mars             table of every pushed version (submissions/<task>/runs.md, .csv)"
 	@echo "make quota                      Kaggle GPU hours used and left this week"
+	@echo "make upload-data TASK=cells [DATA=DIR] [PUBLIC=1]  the task's files -> private dataset <user>/an2dl-<task>-data"
 	@echo "make run-cells-local | run-mars-local     run the bundled kernel here (DATA=DIR OUT=DIR PROFILE=..)"
 	@echo "make ensemble TASK=mars RUNS=\"DIR DIR ..\" [OUT=..] [WEIGHTS=validation] [DATA=..]  average runs"
 	@echo "  Kaggle settings: KAGGLE_USERNAME ACCELERATOR=$(ACCELERATOR) MARS_COMPETITION=$(MARS_COMPETITION)"
@@ -124,6 +127,9 @@ runs: $(STAMP)
 
 quota: $(STAMP)
 	$(AN2DL) quota
+
+upload-data: $(STAMP)
+	$(AN2DL) upload-data --task $(TASK) $(if $(DATA),--data $(DATA)) $(if $(filter-out 0 false no,$(PUBLIC)),--public)
 
 run-cells-local: $(STAMP)
 	$(AN2DL) run-local --task cells --profile $(or $(filter-out kaggle,$(PROFILE)),local) \

@@ -202,6 +202,16 @@ def _add_kaggle(sub) -> None:
             p.add_argument("--message", help="submission message (the kit commit is appended)")
         p.set_defaults(func=_handler(f"an2dl_kit.kaggle.loop:{name}_cli"))
     _add_kaggle_reports(sub)
+    _add_upload_data(sub)
+
+
+def _add_upload_data(sub) -> None:
+    p = sub.add_parser("upload-data", help="create or version the private Kaggle dataset <username>/an2dl-<task>-data "
+                                           "with the task's input files (never test_labels.npz)")
+    p.add_argument("--task", choices=_task_choices(), required=True)
+    _add_data_arg(p)
+    p.add_argument("--public", action="store_true", help="create the dataset public (default: private)")
+    p.set_defaults(func=_handler("an2dl_kit.kaggle.datasets:upload_cli"))
 
 
 def _add_kaggle_reports(sub) -> None:

@@ -30,11 +30,12 @@ task, profile = provenance["task"], provenance["profile"]
 for line in environment_lines(provenance, INPUT, OUTPUT):
     print(line, flush=True)
 
-# Preflight: versions, accelerators and one training step, before any data loads (an2dl_kit/kaggle/preflight.py).
+# Preflight: versions, inputs, accelerators, one training step, before any data loads (an2dl_kit/kaggle/preflight.py).
 from an2dl_kit.kaggle.preflight import preflight  # noqa: E402
 
 try:
-    for line in preflight(task, profile, provenance["kernel"]["accelerator"]):
+    for line in preflight(task, profile, provenance["kernel"]["accelerator"], input_dir=INPUT,
+                          kernel=provenance["kernel"]):
         print(line, flush=True)
 except KitError as error:
     raise SystemExit(f"an2dl: error: {error}") from None

@@ -11,6 +11,10 @@ Implemented: SaveKernel, GetKernelSessionStatus (of the latest version, or of `v
 `version_statuses`), ListKernelSessionOutput (+ the signed file URLs), StartSubmissionUpload, the upload
 `PUT`, CreateSubmission (which adds to `submissions`), ListSubmissions (newest first, paged by
 `pageSize`/`pageToken`) and GetAcceleratorQuotaStatistics (from `quota`, the endpoint `kaggle quota` calls).
+Datasets, as the client's `dataset_create_new`, `dataset_create_version` and `dataset_status` call them:
+StartBlobUpload (+ the same upload `PUT`, which also answers the client's resume probe), CreateDataset and
+CreateDatasetVersion (which store the uploaded files in `datasets`), GetDatasetStatus (404 for an unknown
+dataset; otherwise the next of `dataset_statuses`, the last one repeating) and GetDataset (its version).
 Tests score a submission by editing its entry in `submissions` ({ref, description, fileName, date, status,
 publicScore, privateScore}). Every request is recorded in `requests`.
 Failure switches:
@@ -33,7 +37,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 PUBLIC_BASE = "http://localhost"  # what the client believes it talks to; the proxy route brings it here
-RPC_PREFIXES = ("/api/v1/kernels.KernelsApiService/", "/api/v1/competitions.CompetitionApiService/")
+RPC_PREFIXES = ("/api/v1/kernels.KernelsApiService/", "/api/v1/competitions.CompetitionApiService/",
+                "/api/v1/datasets.DatasetApiService/", "/api/v1/blobs.BlobApiService/")
 SIGNED_PREFIX = "/signed-output/"
 UPLOAD_PREFIX = "/signed-upload/"
 FAKE_USERNAME = "standin-user"
@@ -77,6 +82,10 @@ class KaggleStandIn:
     # hours: used, reserved by running sessions, allowed this week; refresh time as the server writes it
     quota: dict = field(default_factory=lambda: {"used_h": 4.5, "reserved_h": 0.0, "total_h": 30.0,
                                                  "refresh": "2030-01-04T00:00:00Z"})
+    # datasets: "owner/slug" -> {"version", "private", "title", "files": {name: bytes}}
+    datasets: dict[str, dict] = field(default_factory=dict)
+    dataset_statuses: list[str] = field(default_factory=lambda: ["BLOBS_RECEIVED", "READY"])
+    blobs: dict[str, str] = field(default_factory=dict)  # blob token -> file name, from StartBlobUpload
 
     # ---- lifecycle -------------------------------------------------------------------------------------
     def __enter__(self) -> KaggleStandIn:
@@ -144,7 +153,7 @@ class KaggleStandIn:
             reply = getattr(self, f"_{name}", None)
             if reply is None:
                 return _text(404, f"stand-in: no route for {method} {path}")
-            return reply(path, body)
+            return reply(path, body, headers) if name == "upload" else reply(path, body)
 
     def _authorised(self, headers: dict[str, str]) -> bool:
         expected = base64.b64encode(f"{self.username}:{self.key}".encode()).decode()
@@ -185,8 +194,11 @@ class KaggleStandIn:
         reply = {"token": token, "createUrl": f"{PUBLIC_BASE}{UPLOAD_PREFIX}{token}?upload_id=standin"}
         return _json(200, {**reply, **self.extra.get("StartSubmissionUpload", {})})
 
-    def _upload(self, path, body):
-        self.uploads[path[len(UPLOAD_PREFIX):]] = body
+    def _upload(self, path, body, headers=None):
+        token = path[len(UPLOAD_PREFIX):]
+        if (headers or {}).get("content-range", "").startswith("bytes */"):  # the client's resume probe
+            return _json(200, {}) if token in self.uploads else _text(404, "no such upload session")
+        self.uploads[token] = body
         return _json(200, {})
 
     def _CreateSubmission(self, path, body):
@@ -219,9 +231,71 @@ class KaggleStandIn:
         reply = {"quotaRefreshTime": self.quota["refresh"], "gpuQuota": gpu}
         return _json(200, {**reply, **self.extra.get("GetAcceleratorQuotaStatistics", {})})
 
+    # ---- datasets ------------------------------------------------------------------------------------------
+    def _StartBlobUpload(self, path, body):
+        request = json.loads(body)
+        token = f"dataset-blob-{len(self.blobs) + 1}"
+        self.blobs[token] = request.get("name", "")
+        reply = {"token": token, "createUrl": f"{PUBLIC_BASE}{UPLOAD_PREFIX}{token}?upload_id=standin"}
+        return _json(200, {**reply, **self.extra.get("StartBlobUpload", {})})
+
+    def _uploaded_files(self, request: dict) -> dict[str, bytes] | None:
+        """name -> bytes of the request's `files` (blob tokens); None if a token names no finished upload."""
+        tokens = [item.get("token") for item in request.get("files") or []]
+        if not all(token in self.uploads and token in self.blobs for token in tokens):
+            return None
+        return {self.blobs[token]: self.uploads[token] for token in tokens}
+
+    def _dataset_reply(self, name: str, ref: str, files: dict[str, bytes] | None):
+        if files is None:
+            return _json(400, {"code": 400, "message": "a file token names no finished upload"})
+        reply = {"ref": ref, "url": f"{PUBLIC_BASE}/datasets/{ref}", "status": "Ok", **self.extra.get(name, {})}
+        return _json(200, reply)
+
+    def _CreateDataset(self, path, body):
+        request = json.loads(body)
+        ref = f"{request.get('ownerSlug')}/{request.get('slug')}"
+        if ref in self.datasets:
+            return _json(409, {"code": 409, "message": f"dataset {ref} already exists"})
+        files = self._uploaded_files(request)
+        if files is not None and not self.extra.get("CreateDataset", {}).get("error"):
+            self.datasets[ref] = {"version": 1, "private": request.get("isPrivate", False),
+                                  "title": request.get("title"), "files": files}
+        return self._dataset_reply("CreateDataset", ref, files)
+
+    def _CreateDatasetVersion(self, path, body):
+        request = json.loads(body)
+        ref = f"{request.get('ownerSlug')}/{request.get('datasetSlug')}"
+        if ref not in self.datasets:
+            return _json(404, {"code": 404, "message": f"dataset {ref} not found"})
+        files = self._uploaded_files(request.get("body") or {})
+        if files is not None and not self.extra.get("CreateDatasetVersion", {}).get("error"):
+            self.datasets[ref].update(version=self.datasets[ref]["version"] + 1, files=files)
+        return self._dataset_reply("CreateDatasetVersion", ref, files)
+
+    def _known_dataset(self, body) -> str | None:
+        request = json.loads(body or b"{}")
+        ref = f"{request.get('ownerSlug')}/{request.get('datasetSlug')}"
+        return ref if ref in self.datasets else None
+
+    def _GetDatasetStatus(self, path, body):
+        if self._known_dataset(body) is None:
+            return _json(404, {"code": 404, "message": "dataset not found"})
+        status = self.dataset_statuses.pop(0) if len(self.dataset_statuses) > 1 else self.dataset_statuses[0]
+        return _json(200, {"status": status, **self.extra.get("GetDatasetStatus", {})})
+
+    def _GetDataset(self, path, body):
+        ref = self._known_dataset(body)
+        if ref is None:
+            return _json(404, {"code": 404, "message": "dataset not found"})
+        reply = {"ref": ref, "currentVersionNumber": self.datasets[ref]["version"],
+                 "isPrivate": self.datasets[ref]["private"]}
+        return _json(200, {**reply, **self.extra.get("GetDataset", {})})
+
 
 RPC_NAMES = ("SaveKernel", "GetKernelSessionStatus", "ListKernelSessionOutput", "StartSubmissionUpload",
-             "CreateSubmission", "ListSubmissions", "GetAcceleratorQuotaStatistics")
+             "CreateSubmission", "ListSubmissions", "GetAcceleratorQuotaStatistics", "StartBlobUpload",
+             "CreateDataset", "CreateDatasetVersion", "GetDatasetStatus", "GetDataset")
 
 
 def _request_name(method: str, path: str) -> str:

@@ -91,7 +91,8 @@ def test_bundled_kernel_with_an_old_albumentations_stops_within_two_minutes(monk
     result = subprocess.run([sys.executable, "-I", str(tmp_path / "build" / "cells" / "kernel.py")],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
-    assert "an2dl: error: preflight: 2 problem(s)" in result.stderr
+    assert "an2dl: error: preflight: 3 problem(s)" in result.stderr
     assert "albumentations: found 1.4.24, needed >=2.0.8,<3" in result.stderr
     assert "numpy: found 1.24.4, needed >=1.26,<3" in result.stderr
+    assert f"data: no training_set.npz under {tmp_path}; the kernel was pushed without a data source;" in result.stderr
     assert "loading" not in result.stdout and not (tmp_path / "working").exists()

@@ -241,14 +241,18 @@ def describe_bundle(bundle: Bundle) -> list[str]:
                      f"the id keeps the {USERNAME_PLACEHOLDER} placeholder")
     config = prov["kernel"]
     if not config["competition"] and not config["datasets"]:
-        lines.append(f"note: the {prov['task']} kernel has no data source; set "
-                     f"{prov['task'].upper()}_COMPETITION or {prov['task'].upper()}_DATASETS before pushing")
+        lines.append(f"note: the {prov['task']} kernel has no data source; run `make upload-data "
+                     f"TASK={prov['task']} DATA=DIR`, or set {prov['task'].upper()}_COMPETITION or "
+                     f"{prov['task'].upper()}_DATASETS before pushing")
     return lines
 
 
 def cli(args) -> int:
     """`an2dl bundle --task T --profile P [--out DIR] [--name N] [--set FIELD=VALUE ...]`."""
-    bundle = write_bundle(args.task, args.profile, args.out, overrides=args.set or None, name=args.name)
+    from an2dl_kit.kaggle.datasets import with_recorded_dataset  # it imports this module (through the loop)
+
+    bundle = write_bundle(args.task, args.profile, args.out, overrides=args.set or None, name=args.name,
+                          config=with_recorded_dataset(kernel_config(args.task)))
     for line in describe_bundle(bundle):
         print(line)
     return 0

@@ -38,7 +38,7 @@ from an2dl_kit.kaggle.ledger import append_ledger
 from an2dl_kit.kaggle.provenance import canonical_overrides, git_state, repo_root
 from an2dl_kit.kaggle.quota import check_push, estimate_hours
 from an2dl_kit.kaggle.session import CHUNK_BYTES, KaggleSession
-from an2dl_kit.kaggle.settings import kernel_config
+from an2dl_kit.kaggle.settings import kernel_config, setting
 from an2dl_kit.kaggle.variants import (
     SUBMISSIONS_DIR,
     check_name,
@@ -52,6 +52,7 @@ from an2dl_kit.kaggle.variants import (
 
 BUILD_DIR = Path("build/kernels")
 SUBMISSION_FILE = "submission.csv"
+CODABENCH_ZIP = "submission.zip"  # the cells kernel's Codabench submission (tasks/cells.py)
 TERMINAL = ("COMPLETE", "ERROR", "CANCEL_REQUESTED", "CANCEL_ACKNOWLEDGED")
 POLL_FIRST_S, POLL_GROWTH, POLL_MAX_S = 10.0, 1.5, 60.0
 WAIT_TIMEOUT_S = 13 * 3600.0
@@ -68,10 +69,12 @@ def _hms(seconds: float) -> str:
 def wait_for(poll: Callable[[], tuple[str, str | None]], *, first_s: float, timeout_s: float,
              what: str = "kernel", max_s: float = POLL_MAX_S, growth: float = POLL_GROWTH,
              report: Callable[[str], None] = print, sleep: Callable[[float], None] = time.sleep,
-             clock: Callable[[], float] = time.monotonic) -> tuple[str, str | None, float]:
-    """Poll until a terminal status, with growing intervals; report changes with the elapsed time.
+             clock: Callable[[], float] = time.monotonic, terminal: tuple[str, ...] = TERMINAL,
+             again: str = "`make wait` again") -> tuple[str, str | None, float]:
+    """Poll until a `terminal` status, with growing intervals; report changes with the elapsed time.
 
-    Returns (status, failure message, seconds waited); raises KaggleError past `timeout_s`.
+    Returns (status, failure message, seconds waited); raises KaggleError past `timeout_s`, naming `again`,
+    the command that resumes the wait.
     """
     start = last_report = clock()
     delay, last = first_s, None
@@ -81,11 +84,11 @@ def wait_for(poll: Callable[[], tuple[str, str | None]], *, first_s: float, time
         if status != last or now - last_report >= HEARTBEAT_S:
             report(f"[{_hms(now - start)}] {what}: {status}")
             last, last_report = status, now
-        if status in TERMINAL:
+        if status in terminal:
             return status, failure, now - start
         if now - start + delay > timeout_s:
             raise KaggleError(f"{what}: still {status} after {_hms(now - start)} (AN2DL_WAIT_TIMEOUT "
-                              f"{timeout_s:.0f} s); `make wait` again to keep waiting")
+                              f"{timeout_s:.0f} s); {again} to keep waiting")
         sleep(delay)
         delay = min(delay * growth, max(max_s, first_s))
 
@@ -200,11 +203,13 @@ def push_cli(args) -> int:
     """
     name = check_name(args.name)
     overrides = canonical_overrides(args.task, args.profile, args.set or None)
-    config = kernel_config(args.task)
+    from an2dl_kit.kaggle.datasets import with_recorded_dataset  # it imports this module
+
+    config = with_recorded_dataset(kernel_config(args.task))
     if not config.competition and not config.datasets:
         prefix = args.task.upper()
-        raise KitError(f"{args.task} kernel: no data source; set {prefix}_COMPETITION or {prefix}_DATASETS "
-                       "(e.g. a private dataset holding the competition files)")
+        raise KitError(f"{args.task} kernel: no data source; run `make upload-data TASK={args.task} DATA=DIR` "
+                       f"(a private dataset of the task's files), or set {prefix}_COMPETITION or {prefix}_DATASETS")
     estimate, kind = estimate_hours(args.task, args.profile, overrides, config.accelerator)
     session = KaggleSession.connect()
     check_push(session, estimate, kind, args.force)
@@ -300,8 +305,10 @@ def output_cli(args) -> int:
     print(f"downloaded {len(sizes)} files of {ref} version {version} into {target}:")
     for file_name, size in sorted(sizes.items()):
         print(f"  {file_name} ({size / 1024:.1f} KiB)")
-    if SUBMISSION_FILE in sizes:
+    if SUBMISSION_FILE in sizes and setting(f"{args.task.upper()}_COMPETITION"):
         print(f"next: make submit {_variant_flags(args.task, name)}  (submits {target / SUBMISSION_FILE})")
+    elif CODABENCH_ZIP in sizes:
+        print(f"next: upload {target / CODABENCH_ZIP} on the challenge's Codabench page")
     return 0
 
 

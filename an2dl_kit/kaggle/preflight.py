@@ -7,6 +7,8 @@ training, or after the data has loaded, wastes a GPU session. `preflight` runs a
 1. `KERAS_BACKEND=tensorflow`, before Keras loads: the image also has jax and torch.
 2. The versions of the libraries the kit needs against `REQUIREMENTS` (read from the installed metadata,
    without importing them). A mismatch stops here, before TensorFlow is imported.
+   In a kernel, the task's training file under its input folder: when it is missing, the problem names the
+   data sources the kernel was pushed with (e.g. the dataset `an2dl upload-data` made), not a guess.
 3. On Kaggle, the GPUs the driver lists against the requested machine shape (`settings.GPU_SHAPES`).
 4. One training step of the profile's own model, transform and compile settings on a single full-size
    batch of synthetic data (random initial weights: the ImageNet download is the run's own first step).
@@ -22,6 +24,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -157,18 +160,42 @@ def training_step(task: str, profile: str, overrides=None) -> str:
             f"{time.monotonic() - started:.0f} s ({runtime.describe()})")
 
 
+def check_inputs(task: str, input_dir: Path, kernel: Mapping) -> list[str]:
+    """A problem when the task's training file is not under `input_dir`, naming the data sources the kernel
+    was pushed with (`kernel`: the provenance's kernel settings), so a missing dataset is named, not guessed."""
+    from an2dl_kit.data.discover import find_inputs
+    from an2dl_kit.errors import DataError
+    from an2dl_kit.task import TASKS
+
+    try:
+        find_inputs(input_dir).require(task)
+    except DataError:
+        sources = [f"dataset {ref}" for ref in kernel.get("datasets") or []]
+        sources += [f"competition {kernel['competition']}"] if kernel.get("competition") else []
+        expected = (f"expected from {' and '.join(sources)}: is it attached to this kernel (its Input panel) "
+                    f"and ready?" if sources else "the kernel was pushed without a data source;")
+        return [f"data: no {TASKS[task].train_file} under {input_dir}; {expected} `make upload-data TASK={task}` "
+                "uploads the task's files and the next push attaches them"]
+    return []
+
+
 def preflight(task: str, profile: str, accelerator: str = "none", environ: Mapping[str, str] | None = None,
-              gpus: list[str] | None = None) -> list[str]:
+              gpus: list[str] | None = None, input_dir: Path | None = None,
+              kernel: Mapping | None = None) -> list[str]:
     """Run the checks (module docstring); returns report lines, raises `PreflightError` naming every problem.
 
     Args:
         accelerator: the requested machine shape (the provenance's kernel settings); checked on Kaggle only,
             where the kernel runs on what it asked for (`run-local` and the demo run Kaggle shapes on a CPU).
         gpus: the driver's GPU list (default: `nvidia-smi`, as the banner reads it).
+        input_dir: where the kernel reads its inputs; when given, the task's training file must be there
+            (`check_inputs`, naming the data sources in `kernel`, the provenance's kernel settings).
     """
     environ = os.environ if environ is None else environ
     os.environ["KERAS_BACKEND"] = "tensorflow"
     problems, lines = check_versions(installed_versions(environ))
+    if input_dir is not None:
+        problems += check_inputs(task, input_dir, kernel or {})
     if problems:  # stop before importing TensorFlow with the wrong libraries
         raise PreflightError(problems)
     if KAGGLE_RUN_VAR in environ:

@@ -220,6 +220,52 @@ class KaggleSession:
                               lambda client, r: client.competitions.competition_api_client.list_submissions(r))
         return [item for reply in replies for item in reply.submissions or [] if item is not None]
 
+    def dataset_status(self, ref: str) -> str | None:
+        """GetDatasetStatus: `ready`, `failed`, `blobs_received`, ... (the client's lowercase enum names), or
+        None when the server does not know the dataset (HTTP 404)."""
+        import requests
+
+        with self._request(f"GetDatasetStatus {ref}"):
+            try:
+                return self.api.dataset_status(ref)
+            except requests.HTTPError as error:
+                if error.response is not None and error.response.status_code == 404:
+                    return None
+                raise
+
+    def dataset_info(self, ref: str) -> tuple[int, bool]:
+        """GetDataset: (current version number, whether the dataset is private)."""
+        from kagglesdk.datasets.types.dataset_api_service import ApiGetDatasetRequest
+
+        request = ApiGetDatasetRequest()
+        request.owner_slug, request.dataset_slug = ref.split("/")
+        with self._request(f"GetDataset {ref}"), self.api.build_kaggle_client() as client:
+            reply = client.datasets.dataset_api_client.get_dataset(request)
+        if not reply.current_version_number:
+            raise KaggleError(f"GetDataset {ref}: the reply carries no version number")
+        return int(reply.current_version_number), bool(reply.is_private)
+
+    def create_dataset(self, folder: Path, ref: str, public: bool) -> str:
+        """StartBlobUpload and PUT per file, then CreateDataset (the client's `dataset_create_new`, which sends
+        every file of `folder` but its dataset-metadata.json); return the dataset's URL."""
+        with self._request(f"CreateDataset {ref}"):
+            reply = self.api.dataset_create_new(str(folder), public=public, quiet=False)
+        return self._dataset_reply("CreateDataset", ref, reply)
+
+    def create_dataset_version(self, folder: Path, ref: str, notes: str) -> str:
+        """The same uploads, then CreateDatasetVersion (`dataset_create_version`); return the dataset's URL."""
+        with self._request(f"CreateDatasetVersion {ref}"):
+            reply = self.api.dataset_create_version(str(folder), notes, quiet=False)
+        return self._dataset_reply("CreateDatasetVersion", ref, reply)
+
+    def _dataset_reply(self, what: str, ref: str, reply) -> str:
+        """The URL of an accepted dataset request; a reply whose status is not `ok` or that carries an error
+        (the client returns those rather than raising) is a KaggleError with the server's message."""
+        if reply.error or (reply.status or "").lower() != "ok":
+            raise KaggleError(self.redact(f"{what} {ref}: not accepted: "
+                                          f"{reply.error or f'status {reply.status or None!r}'}"))
+        return reply.url or ""
+
     def quota(self):
         """GetAcceleratorQuotaStatistics (`kaggle quota`): this week's GPU and TPU hours and the refresh time."""
         with self._request("GetAcceleratorQuotaStatistics"):
