@@ -36,7 +36,8 @@ PIN               ?= original
 export ACCELERATOR MARS_COMPETITION CELLS_COMPETITION CELLS_DATASETS MARS_DATASETS INTERNET PIN
 
 .PHONY: help demo test lint bench gpu-check results docs synth bundle push-cells push-mars status wait \
-        output-cells output-mars submit scores runs quota upload-data run-cells-local run-mars-local ensemble clean
+        output-cells output-mars submit scores runs quota upload-data run-cells-local run-mars-local ensemble clean \
+        cpu-image-check
 
 help:
 	@echo "make demo            synthetic data -> train both tasks -> leaderboard files (DATA=DIR for real files)"
@@ -59,6 +60,7 @@ help:
 	@echo "  Kaggle settings: KAGGLE_USERNAME ACCELERATOR=$(ACCELERATOR) MARS_COMPETITION=$(MARS_COMPETITION)"
 	@echo "                   CELLS_COMPETITION CELLS_DATASETS MARS_DATASETS INTERNET=$(INTERNET) PIN=$(PIN)"
 	@echo "make gpu-check       train each kaggle profile a few steps on synthetic data: step time, img/s, memory"
+	@echo "make cpu-image-check both smoke kernels, bundled, in a venv of tensorflow-cpu and the image's libraries"
 
 $(STAMP): pyproject.toml constraints/kaggle-gpu.txt
 	$(PYTHON) -m venv $(VENV)
@@ -142,6 +144,27 @@ run-mars-local: $(STAMP)
 ensemble: $(STAMP)
 	$(AN2DL) ensemble --task $(TASK) $(RUNS) --out $(or $(OUT),build/ensemble/$(TASK)) --weights $(WEIGHTS) \
 		$(if $(DATA),--data $(DATA))
+
+# The bundled smoke kernels of both tasks, run with `python -I` in a venv that holds TensorFlow from the
+# `tensorflow-cpu` distribution (CPU-only machines, Kaggle's TPU image), the image's other libraries and nothing
+# of the kit, not even its `kaggle` dependency; each must write a valid submission.csv. The venv is built once.
+CPU_IMAGE := build/cpu-image
+CPU_PY    := $(CPU_IMAGE)/venv/bin/python
+
+$(CPU_IMAGE)/venv/.installed: constraints/tensorflow-cpu.txt
+	rm -rf $(CPU_IMAGE)/venv
+	$(PYTHON) -m venv $(CPU_IMAGE)/venv
+	$(CPU_PY) -m pip install --quiet -r constraints/tensorflow-cpu.txt
+	@touch $@
+
+cpu-image-check: $(STAMP) $(CPU_IMAGE)/venv/.installed
+	$(CPU_PY) -I -c "import importlib.util as u, sys; found = [m for m in ('an2dl_kit', 'kaggle') if u.find_spec(m)]; \
+		sys.exit(f'$(CPU_IMAGE)/venv: holds {found}, must not' if found else 0)"
+	$(AN2DL) synth --size tiny --out $(CPU_IMAGE)/data
+	$(AN2DL) run-local --task cells --profile smoke --data $(CPU_IMAGE)/data --out $(CPU_IMAGE)/cells --python $(CPU_PY)
+	$(AN2DL) check $(CPU_IMAGE)/cells/submission.csv --task cells --test $(CPU_IMAGE)/data/cells/test_set.npz
+	$(AN2DL) run-local --task mars --profile smoke --data $(CPU_IMAGE)/data --out $(CPU_IMAGE)/mars --python $(CPU_PY)
+	$(AN2DL) check $(CPU_IMAGE)/mars/submission.csv --task mars --test $(CPU_IMAGE)/data/mars/mars_for_students.npz
 
 clean:
 	rm -rf build data/demo .pytest_cache .ruff_cache

@@ -178,6 +178,8 @@ def _add_kaggle(sub) -> None:
     p.add_argument("--profile", choices=_profile_choices(), default="local")
     _add_data_arg(p)
     p.add_argument("--out", type=Path, help="output folder (default: build/run-local/<task>)")
+    p.add_argument("--python", help="the interpreter that runs the kernel, e.g. another environment's "
+                                    "(default: this one; `make cpu-image-check`)")
     _add_set_arg(p)
     p.set_defaults(func=_handler("an2dl_kit.kaggle.run_local:run_local_cli"))
 

@@ -19,6 +19,7 @@ import importlib.metadata
 import math
 import os
 import platform
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -203,12 +204,64 @@ def setup_runtime(seed: int | None = None, precision: str = "auto", deterministi
                    deterministic=rule.op_determinism, jit_compile=rule.jit_compile)
 
 
+# The libraries a run depends on, by the name they are imported as.
+LIBRARIES = ("numpy", "tensorflow", "keras", "albumentations", "pandas", "matplotlib")
+
+
+@dataclass(frozen=True)
+class Library:
+    """An import name and the installed distributions that provide it, as sorted (distribution, version) pairs:
+    one in a sound environment, none when it is missing, several in a broken one (`tensorflow` and
+    `tensorflow-cpu` both installed over the same files)."""
+
+    module: str
+    providers: tuple[tuple[str, str], ...]
+
+    @property
+    def version(self) -> str | None:
+        """The installed version; None when missing, or when several distributions claim the module's files
+        and no single version can be trusted."""
+        return self.providers[0][1] if len(self.providers) == 1 else None
+
+    def describe(self) -> str:
+        """`2.20.0 (tensorflow-cpu)`, the distribution named when it is not the module's own name; `2.0.2`;
+        `not installed`; or `broken (tensorflow 2.20.0 and tensorflow-cpu 2.19.0 both provide it)`."""
+        if len(self.providers) > 1:
+            return f"broken ({self.claimants()})"
+        if not self.providers:
+            return "not installed"
+        name, version = self.providers[0]
+        return version if _canonical(name) == _canonical(self.module) else f"{version} ({name})"
+
+    def claimants(self) -> str:
+        """`tensorflow 2.20.0 and tensorflow-cpu 2.19.0 both provide it`: every distribution of a broken one."""
+        named = [f"{name} {version}" for name, version in self.providers]
+        return (f"{', '.join(named[:-1])} and {named[-1]} "
+                f"{'both' if len(named) == 2 else 'all'} provide it")
+
+
+def _canonical(name: str) -> str:
+    """A distribution name as PEP 503 compares them: `Tensorflow_CPU` -> `tensorflow-cpu`."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def find_libraries(modules: tuple[str, ...] = LIBRARIES) -> dict[str, Library]:
+    """What provides each import name, read from the installed metadata without importing anything.
+
+    By module, not by distribution name (`packages_distributions`): `import tensorflow` works whichever of
+    `tensorflow`, `tensorflow-cpu`, `tensorflow-intel` or `tf-nightly` installed it. One distribution seen
+    twice on sys.path counts once (Python imports the first; `version` reads that one).
+    """
+    table = importlib.metadata.packages_distributions()
+    found = {}
+    for module in modules:
+        names = sorted({_canonical(name) for name in table.get(module, ()) if name})
+        found[module] = Library(module, tuple((name, importlib.metadata.version(name)) for name in names))
+    return found
+
+
 def library_versions() -> dict[str, str]:
-    """Versions of Python, the platform and every library a run depends on."""
+    """Versions of Python, the platform and every library a run depends on (`Library.describe`)."""
     versions = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for package in ("numpy", "tensorflow", "keras", "albumentations", "pandas", "matplotlib"):
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = "not installed"
+    versions.update((module, library.describe()) for module, library in find_libraries().items())
     return versions

@@ -330,6 +330,17 @@ def test_bundled_kernel_runs_without_the_kit_and_writes_a_valid_submission(
     print(f"{task} smoke kernel: {seconds:.1f} s")
 
 
+def test_run_local_python_is_made_absolute_but_not_resolved(monkeypatch, tmp_path):
+    """A venv's python is a link to the base interpreter: only the link's own path gives the venv's libraries."""
+    (tmp_path / "venv" / "bin").mkdir(parents=True)
+    link = tmp_path / "venv" / "bin" / "python"
+    link.symlink_to(sys.executable)
+    monkeypatch.chdir(tmp_path)
+    assert run_local.interpreter("venv/bin/python") == str(link)
+    with pytest.raises(KitError, match=r"^--python venv/bin/python3: not found or not executable$"):
+        run_local.interpreter("venv/bin/python3")
+
+
 def test_run_local_refuses_a_foreign_nonempty_folder(clean_env, tmp_path, synthetic_dir):
     out = tmp_path / "mine"
     out.mkdir()

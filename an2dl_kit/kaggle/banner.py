@@ -51,7 +51,8 @@ def _gpu_lines() -> list[str]:
 
 def environment_lines(prov: Mapping, input_dir: Path, output_dir: Path) -> Iterator[str]:
     """The banner a kernel prints first: provenance (with the overrides baked in at bundle time, so a log tells
-    the variants apart), then library versions, GPUs, inputs and output."""
+    the variants apart), then library versions (`runtime.library_versions`: found by import name, so
+    `tensorflow 2.20.0 (tensorflow-cpu)` names a distribution of another name), GPUs, inputs and output."""
     yield (f"an2dl-kit {prov['version']} | commit {prov['commit'] or 'none'}"
            f"{' (dirty)' if prov['dirty'] else ''} | task {prov['task']} | profile {prov['profile']}")
     overrides = prov.get("overrides") or {}

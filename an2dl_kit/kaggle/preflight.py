@@ -5,8 +5,10 @@ training, or after the data has loaded, wastes a GPU session. `preflight` runs a
 (`kernels/main.py`, after the banner) and as `an2dl preflight --task T --profile P`:
 
 1. `KERAS_BACKEND=tensorflow`, before Keras loads: the image also has jax and torch.
-2. The versions of the libraries the kit needs against `REQUIREMENTS` (read from the installed metadata,
-   without importing them). A mismatch stops here, before TensorFlow is imported.
+2. The versions of the libraries the kit needs against `REQUIREMENTS`, each found by the module it is
+   imported as (`runtime.find_libraries`: TensorFlow from `tensorflow-cpu` counts), from the installed
+   metadata without importing them. A mismatch, or two distributions providing one module, stops here,
+   before TensorFlow is imported.
    In a kernel, the task's training file under its input folder: when it is missing, the problem names the
    data sources the kernel was pushed with (e.g. the dataset `an2dl upload-data` made), not a guess.
 3. On Kaggle, the GPUs the driver lists against the requested machine shape (`settings.GPU_SHAPES`).
@@ -29,8 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from an2dl_kit.errors import KitError
+from an2dl_kit.runtime import Library, find_libraries
 
-# Testing hook and rehearsal: "package=version,..." replaces what the installed metadata says.
+# Testing hook and rehearsal: "module=version,..." replaces what the installed metadata says.
 FAKE_VERSIONS_VAR = "AN2DL_FAKE_VERSIONS"
 KAGGLE_RUN_VAR = "KAGGLE_KERNEL_RUN_TYPE"  # set in every Kaggle session, absent elsewhere
 
@@ -74,32 +77,37 @@ def version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in match.group(0).split(".")) if match else ()
 
 
-def installed_versions(environ: Mapping[str, str] | None = None) -> dict[str, str | None]:
-    """package -> installed version (None: missing), for every package of `REQUIREMENTS`."""
-    import importlib.metadata
-
+def installed_libraries(environ: Mapping[str, str] | None = None) -> dict[str, Library]:
+    """module -> what provides it, for every module of `REQUIREMENTS`; a version in $AN2DL_FAKE_VERSIONS
+    stands in for the metadata, as if the distribution of the module's own name provided it."""
     environ = os.environ if environ is None else environ
     fake = dict(item.split("=", 1) for item in environ.get(FAKE_VERSIONS_VAR, "").split(",") if "=" in item)
-    found: dict[str, str | None] = {}
-    for package in REQUIREMENTS:
-        try:
-            found[package] = fake.get(package) or importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            found[package] = None
-    return found
+    found = find_libraries(tuple(REQUIREMENTS))
+    return {module: Library(module, ((module, fake[module]),)) if fake.get(module) else library
+            for module, library in found.items()}
 
 
-def check_versions(found: Mapping[str, str | None]) -> tuple[list[str], list[str]]:
-    """(problems, notes): versions outside the needed range, and versions outside the tested one."""
+def check_versions(found: Mapping[str, Library]) -> tuple[list[str], list[str]]:
+    """(problems, notes): missing modules, modules two distributions provide, versions outside the needed
+    range; and versions outside the tested one. Two providers are a problem, not resolved by picking one: both
+    claim the module's files (installed over each other, or one shadowing the other on sys.path), so neither
+    version is known to be what `import` loads."""
     problems, notes = [], []
-    for package, need in REQUIREMENTS.items():
-        version = found.get(package)
-        key = version_key(version or "")
-        if version is None or not version_key(need.minimum) <= key < version_key(need.below):
-            problems.append(f"{package}: found {version or 'not installed'}, needed {need.needed()}")
+    for module, need in REQUIREMENTS.items():
+        library = found[module]
+        key = version_key(library.version or "")
+        if len(library.providers) > 1:
+            problems.append(f"{module}: a broken environment, {library.claimants()}; keep one")
+        elif library.version is None or not version_key(need.minimum) <= key < version_key(need.below):
+            problems.append(f"{module}: found {library.describe()}, needed {need.needed()}")
         elif not _within(key, *need.tested):
-            notes.append(f"{package} {version}: untested (tested {need.tested[0]} to {need.tested[1]})")
+            notes.append(f"{module} {library.describe()}: untested (tested {need.tested[0]} to {need.tested[1]})")
     return problems, notes
+
+
+def versions_line(found: Mapping[str, Library]) -> str:
+    """What the verdict was given: `preflight: versions ok: tensorflow 2.20.0 (tensorflow-cpu), keras 3.13.2, ...`."""
+    return "preflight: versions ok: " + ", ".join(f"{module} {lib.describe()}" for module, lib in found.items())
 
 
 def _within(key: tuple[int, ...], low: str, high: str) -> bool:
@@ -193,7 +201,8 @@ def preflight(task: str, profile: str, accelerator: str = "none", environ: Mappi
     """
     environ = os.environ if environ is None else environ
     os.environ["KERAS_BACKEND"] = "tensorflow"
-    problems, lines = check_versions(installed_versions(environ))
+    found = installed_libraries(environ)
+    problems, lines = check_versions(found)
     if input_dir is not None:
         problems += check_inputs(task, input_dir, kernel or {})
     if problems:  # stop before importing TensorFlow with the wrong libraries
@@ -210,7 +219,7 @@ def preflight(task: str, profile: str, accelerator: str = "none", environ: Mappi
             problems.append(f"training step: {type(error).__name__}: {text}")
     if problems:
         raise PreflightError(problems)
-    return ["preflight: versions ok", *lines]
+    return [versions_line(found), *lines]
 
 
 def cli(args) -> int:

@@ -83,10 +83,21 @@ def run_local(task: str, profile: str, data: Path | None, out: Path,
     return sorted(p for p in out.rglob("*") if p.is_file() and p.name != RUN_LOCAL_MARKER)
 
 
+def interpreter(python: str) -> str:
+    """The absolute path of `python` (a path or a name on PATH), not resolved: a venv's `bin/python` is a link
+    to the base interpreter, and only the link's own path gives the venv's libraries."""
+    found = shutil.which(python)
+    if found is None:
+        raise KitError(f"--python {python}: not found or not executable")
+    return os.path.abspath(found)
+
+
 def run_local_cli(args) -> int:
-    """`an2dl run-local --task T --profile P [--data D] [--out O] [--set FIELD=VALUE ...]`."""
+    """`an2dl run-local --task T --profile P [--data D] [--out O] [--python PY] [--set FIELD=VALUE ...]`."""
     out = args.out or RUN_LOCAL_DIR / args.task
-    written = run_local(args.task, args.profile, args.data, out, overrides=getattr(args, "set", None) or None)
+    written = run_local(args.task, args.profile, args.data, out,
+                        python=interpreter(getattr(args, "python", None) or sys.executable),
+                        overrides=getattr(args, "set", None) or None)
     print(f"{args.task} kernel finished; {len(written)} files in {out}:")
     for path in written:
         print(f"  {path.relative_to(Path(out).resolve())} ({path.stat().st_size / 1024:.1f} KiB)")
