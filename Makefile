@@ -19,6 +19,9 @@ WEIGHTS ?= uniform
 SET     ?=
 NAME    ?=
 FORCE   ?=
+# K-fold kernels side by side (docs/kaggle.md "Folds"): K=5 folds, pushed as the variants fold<k> or NAME-fold<k>.
+K       ?= 5
+KIT_FOLDS = --task $(TASK) --folds $(K) $(KIT_NAME)
 KIT_SET   = $(foreach s,$(SET),--set $(s))
 KIT_NAME  = $(if $(NAME),--name $(NAME))
 KIT_FORCE = $(if $(filter-out 0 false no,$(FORCE)),--force)
@@ -34,7 +37,8 @@ PIN               ?= original
 export ACCELERATOR MARS_COMPETITION CELLS_COMPETITION CELLS_DATASETS MARS_DATASETS INTERNET PIN
 
 .PHONY: help demo test lint bench gpu-check synth bundle push-cells push-mars status wait \
-        output-cells output-mars submit scores runs quota run-cells-local run-mars-local ensemble clean
+        output-cells output-mars submit scores runs quota run-cells-local run-mars-local ensemble clean \
+        push-folds wait-folds output-folds ensemble-folds
 
 help:
 	@echo "make demo            synthetic data -> train both tasks -> leaderboard files (DATA=DIR for real files)"
@@ -49,6 +53,8 @@ help:
 	@echo "make scores TASK=mars           fill the ledger's public/private scores from Kaggle"
 	@echo "make runs TASK=mars             table of every pushed version (submissions/<task>/runs.md, .csv)"
 	@echo "make quota                      Kaggle GPU hours used and left this week"
+	@echo "make push-folds TASK=mars K=5 [SET=..] [NAME=..] [FORCE=1]  one kernel per fold, side by side"
+	@echo "make wait-folds | output-folds | ensemble-folds TASK=mars K=5 [NAME=..]  follow them, then one submission"
 	@echo "make run-cells-local | run-mars-local     run the bundled kernel here (DATA=DIR OUT=DIR PROFILE=..)"
 	@echo "make ensemble TASK=mars RUNS=\"DIR DIR ..\" [OUT=..] [WEIGHTS=validation] [DATA=..]  average runs"
 	@echo "  Kaggle settings: KAGGLE_USERNAME ACCELERATOR=$(ACCELERATOR) MARS_COMPETITION=$(MARS_COMPETITION)"
@@ -116,6 +122,18 @@ runs: $(STAMP)
 
 quota: $(STAMP)
 	$(AN2DL) quota
+
+push-folds: $(STAMP)
+	$(AN2DL) push-folds $(KIT_FOLDS) --profile $(PROFILE) $(KIT_SET) $(KIT_FORCE)
+
+wait-folds: $(STAMP)
+	$(AN2DL) wait-folds $(KIT_FOLDS)
+
+output-folds: $(STAMP)
+	$(AN2DL) output-folds $(KIT_FOLDS)
+
+ensemble-folds: $(STAMP)
+	$(AN2DL) ensemble-folds $(KIT_FOLDS) --weights $(WEIGHTS) $(if $(DATA),--data $(DATA))
 
 run-cells-local: $(STAMP)
 	$(AN2DL) run-local --task cells --profile $(or $(filter-out kaggle,$(PROFILE)),local) \

@@ -189,7 +189,32 @@ def _add_kaggle(sub) -> None:
             p.add_argument("--file", type=Path, help="CSV to submit (default: the newest downloaded output)")
             p.add_argument("--message", help="submission message (the kit commit is appended)")
         p.set_defaults(func=_handler(f"an2dl_kit.kaggle.loop:{name}_cli"))
+    _add_kaggle_folds(sub)
     _add_kaggle_reports(sub)
+
+
+def _add_kaggle_folds(sub) -> None:
+    """`push-folds`, `wait-folds`, `output-folds`, `ensemble-folds`: K folds as K kernels side by side."""
+    for name, help_text in (
+        ("push-folds", "push K kernels, one per fold of one partition (quota checked for all K first)"),
+        ("wait-folds", "wait for every fold's kernel"),
+        ("output-folds", "download every fold's outputs"),
+        ("ensemble-folds", "average the folds' downloaded outputs into one submission, with the OOF score"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--task", choices=_task_choices(), required=True)
+        p.add_argument("--folds", type=int, required=True, metavar="K", help="folds of the partition (K >= 2)")
+        p.add_argument("--name", help="base name: variants NAME-fold<k> (default: fold<k>)")
+        if name == "push-folds":
+            _add_set_arg(p)
+            p.add_argument("--profile", choices=_profile_choices(), default="kaggle")
+            p.add_argument("--force", action="store_true", help="push even if the K runs exceed the GPU hours left")
+            _add_pin(p)
+        if name == "ensemble-folds":
+            p.add_argument("--weights", choices=("uniform", "validation"), default="uniform",
+                           help="equal weights, or proportional to each fold's own validation score")
+            p.add_argument("--data", type=Path, help="folder holding the test set; its test_labels.npz scores it")
+        p.set_defaults(func=_handler(f"an2dl_kit.kaggle.folds:{name.replace('-', '_')}_cli"))
 
 
 def _add_kaggle_reports(sub) -> None:

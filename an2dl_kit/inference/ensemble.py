@@ -247,10 +247,10 @@ def write_submission(task: str, out: Path, labels: np.ndarray) -> str:
 
 
 def ensemble(task: str, runs: Sequence[Path], out: Path, weighting: str = "uniform",
-             data: Path | None = None) -> dict:
-    """Average the runs' test probabilities into `out`; returns the metrics record (also `metrics.json`).
-    The arguments are `combine`'s."""
-    record = combine(task, runs, out, weighting, data)
+             data: Path | None = None, extra: dict | None = None) -> dict:
+    """Average the runs' test probabilities into `out`; returns the metrics record (also `metrics.json`), with
+    `extra` keys added (what made the runs: profile, overrides). The other arguments are `combine`'s."""
+    record = {**combine(task, runs, out, weighting, data), **(extra or {})}
     record["files"].append(METRICS_JSON)
     write_json(Path(out) / METRICS_JSON, record)
     return record
