@@ -639,7 +639,8 @@ def summary_lines(hooks: TaskHooks, metrics: dict) -> list[str]:
 
         lines.append(oof_line(metrics["oof"]))
     labels = {"test": "test", "test_tta": "ensemble test" if folded else "test+TTA"}
-    return lines + [hooks.score_line(label, metrics[key]) for key, label in labels.items() if metrics[key] is not None]
+    return lines + [hooks.score_line(label, metrics[key]) for key, label in labels.items()
+                    if metrics.get(key) is not None]
 
 
 def _selection_text(selection: dict) -> str:
