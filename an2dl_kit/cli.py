@@ -132,7 +132,8 @@ def _add_ensemble(sub) -> None:
     p = sub.add_parser("ensemble", help="average the kept test probabilities of several runs into one submission")
     p.add_argument("--task", choices=_task_choices(), required=True)
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR",
-                   help="run folders (--out folders or submissions/<task>/v<N>/) holding test_probs.npz")
+                   help="run folders (--out folders or submissions/<task>/v<N>/) holding test_probs.npz; fold runs "
+                        "of one partition also give the out-of-fold score from their val_probs.npz")
     p.add_argument("--out", type=Path, required=True, help="the ensemble's output folder")
     p.add_argument("--weights", choices=("uniform", "validation"), default="uniform",
                    help="equal weights, or proportional to each run's validation score (default: uniform)")

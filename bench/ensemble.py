@@ -45,8 +45,11 @@ CHILD = ("import resource, sys\n"
 
 
 def data_root() -> Path:
-    """`../shared/data` beside the checkout (the real stand-ins)."""
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
+    """The real stand-ins (`discover.shared_data_root`: $AN2DL_SHARED_DATA, `../shared/data` beside the
+    checkout, or /work/shared/data); `../shared/data` when none is found, so the error names it."""
+    from an2dl_kit.data.discover import shared_data_root
+
+    return shared_data_root() or Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def train_members(task: str, root: Path, out: Path, budget: float | None, seeds: tuple[int, ...]) -> list[Path]:

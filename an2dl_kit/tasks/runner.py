@@ -323,13 +323,15 @@ class Trained:
     records: list[dict]
 
 
-def budget_shares(budget_s: float | None, count: int) -> Iterator[tuple[int, float | None]]:
+def budget_shares(budget_s: float | None, count: int,
+                  clock: Callable[[], float] = time.monotonic) -> Iterator[tuple[int, float | None]]:
     """(index, seconds) for `count` parts trained one after another within one budget (members, folds): each
-    part gets an equal share of the time left when it starts (None without a budget), so a part that stops
-    early or was already done leaves its time to the others."""
-    deadline = Deadline(budget_s)
+    part gets an equal share of the time left when it starts, at least a second (None without a budget), so a
+    part that stops early or was already done leaves its time to the others. `clock` counts the time spent:
+    the wall clock for members, the folds' training seconds for folds (their predictions aside)."""
+    deadline = Deadline(budget_s, clock=clock)
     for index in range(count):
-        yield index, None if budget_s is None else round(max(deadline.remaining(), 1.0) / (count - index), 1)
+        yield index, None if budget_s is None else round(max(deadline.remaining() / (count - index), 1.0), 1)
 
 
 def member_config(config, index: int, budget_s: float | None):
@@ -374,7 +376,8 @@ def run_folds(task: str, data: Path | None, out_dir: Path, profile: str, *, over
               provenance: dict | None = None) -> dict:
     """Train fold k of `data.folds` into `out_dir/fold_<k>/` for every k, one after another (each an ordinary
     run, resumable on its own; a fold already finished with the same settings is not trained again), each with
-    an equal share of the time left (`budget_shares`, as members); then their ensemble into `out_dir`: the
+    an equal share of the training time left (`budget_shares`, as members: `budget_s` is the folds' training
+    time together, their predictions aside); then their ensemble into `out_dir`: the
     averaged test probabilities, post-processing chosen on the out-of-fold predictions, the OOF score under
     `oof` of metrics.json. With `members=M` every fold trains M members. Returns the metrics dict."""
     from an2dl_kit.files import write_json
@@ -384,14 +387,16 @@ def run_folds(task: str, data: Path | None, out_dir: Path, profile: str, *, over
     started = time.monotonic()
     hooks, config = hooks_for(task), resolve_config(task, profile, overrides)
     out_dir, count = Path(out_dir), config.data.folds
-    folds = []
-    for index, share in budget_shares(config.run.budget_s, count):
+    folds: list[dict] = []
+    trained = [0.0]  # training seconds (metrics.json's) of the folds trained in this call: the budget they share
+    for index, share in budget_shares(config.run.budget_s, count, clock=lambda: trained[0]):
         settings = {**_overrides_dict(overrides), "fold": index, **({} if share is None else {"budget_s": share})}
         folder = out_dir / f"fold_{index}"
         done = finished_run(folder, resolve_config(task, profile, settings))
         rt.log(f"{task}: fold {index} of {count} in {folder}: " + ("already done" if done else
                                                                      f"budget {share} s" if share else "no budget"))
         folds.append(done or run(task, data, folder, profile, overrides=settings, provenance=provenance))
+        trained[0] += 0.0 if done else folds[-1]["seconds"]["training"]
     ensemble = combine(task, [out_dir / f"fold_{k}" for k in range(count)], out_dir, "uniform", data)
     metrics = fold_set_record(hooks, config, profile=profile, overrides=overrides, provenance=provenance,
                               folds=folds, ensemble=ensemble, seconds=time.monotonic() - started)
