@@ -36,7 +36,7 @@ INTERNET          ?= true
 PIN               ?= original
 export ACCELERATOR MARS_COMPETITION CELLS_COMPETITION CELLS_DATASETS MARS_DATASETS INTERNET PIN
 
-.PHONY: help demo test lint bench gpu-check synth bundle push-cells push-mars status wait \
+.PHONY: help demo test lint bench gpu-check results docs synth bundle push-cells push-mars status wait \
         output-cells output-mars submit scores runs quota run-cells-local run-mars-local ensemble clean \
         push-folds wait-folds output-folds ensemble-folds
 
@@ -45,6 +45,8 @@ help:
 	@echo "make test            the test suite [TEST_WORKERS=2]"
 	@echo "make lint            ruff"
 	@echo "make bench           speed and size benchmarks (one table)"
+	@echo "make results         the measured tables of README.md and docs/ from docs/results/records/"
+	@echo "make docs            make results, and docs/configuration.md from the configuration (an2dl config --markdown)"
 	@echo "make bundle          build/kernels/<task>/kernel.py + kernel-metadata.json (PROFILE=$(PROFILE))"
 	@echo "make push-cells | push-mars     bundle and push the kernel to Kaggle [SET=\"f=v ...\"] [NAME=..] [FORCE=1]"
 	@echo "make status | wait TASK=cells   kernel status / poll until it finishes [NAME=..]"
@@ -85,6 +87,12 @@ bench: $(STAMP)
 
 gpu-check: $(STAMP)
 	$(BIN)/python -m bench.gpu_check
+
+results: $(STAMP)
+	$(BIN)/python -m bench.results
+
+docs: results
+	$(AN2DL) config --markdown > docs/configuration.md.part && mv docs/configuration.md.part docs/configuration.md
 
 synth: $(STAMP)
 	$(AN2DL) synth --out $(or $(OUT),data/demo)

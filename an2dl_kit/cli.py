@@ -116,6 +116,18 @@ def _add_train(sub) -> None:
     p.set_defaults(func=_handler("an2dl_kit.tasks.runner:train_cli"))
 
 
+def _add_config(sub) -> None:
+    p = sub.add_parser("config", help="print a task's resolved configuration (or every setting, --markdown)")
+    p.add_argument("task", nargs="?", choices=_task_choices())
+    p.add_argument("--profile", choices=_profile_choices(), default="local")
+    _add_set_arg(p)
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="the configuration as JSON")
+    form.add_argument("--markdown", action="store_true",
+                      help="the settings reference of every task (docs/configuration.md)")
+    p.set_defaults(func=_handler("an2dl_kit.tasks.describe:cli"))
+
+
 def _add_compare(sub) -> None:
     p = sub.add_parser("compare", help="train several variants with one budget and write a comparison table")
     p.add_argument("task", choices=_task_choices())
@@ -258,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"an2dl-kit {__version__}")
     parser.add_argument("--verbose", action="store_true", help="also show TensorFlow's native start-up log")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_synth, _add_inspect, _add_check, _add_score, _add_train, _add_compare, _add_ensemble,
+    for add in (_add_synth, _add_inspect, _add_check, _add_score, _add_train, _add_config, _add_compare, _add_ensemble,
                 _add_kaggle, _add_preflight, _add_demo):
         add(sub)
     return parser

@@ -9,7 +9,8 @@ are unique across a task's groups, so an override names a field alone (`loss=foc
 every field: its type, its range (`bounded`) and registry names (`choice`, `checked`), so a bad setting is a
 one-line `KitError` before anything is trained, written or sent. `resume_signature` is derived from the groups
 that change the training trajectory (`TRAINING_GROUPS`); budget, workers, TTA views and post-processing are
-not among them, so a second Kaggle session with less time left resumes instead of starting over.
+not among them, so an interrupted run started again into the same folder with a shorter budget or other TTA
+views resumes instead of starting over.
 
 This module and the task configurations import neither TensorFlow nor Keras: bundling and pushing use them.
 """
@@ -46,9 +47,10 @@ def choice(registry: Registry, **kwargs) -> Any:
     return dataclasses.field(metadata={"check": registry.check, "choices": registry}, **kwargs)
 
 
-def checked(check: Callable[[Any], Any], **kwargs) -> Any:
-    """A field validated by `check(value)`, which raises `KitError` on a bad value."""
-    return dataclasses.field(metadata={"check": check}, **kwargs)
+def checked(check: Callable[[Any], Any], allowed: str | Callable[[], str], **kwargs) -> Any:
+    """A field validated by `check(value)`, which raises `KitError` on a bad value; `allowed` says in words
+    (or returns, when it must read a registry) what values pass, for `an2dl config` and the docs."""
+    return dataclasses.field(metadata={"check": check, "allowed": allowed}, **kwargs)
 
 
 def bounded(low: float | None = None, high: float | None = None, **kwargs) -> Any:
@@ -193,7 +195,7 @@ class Inference:
         tta_select: use the TTA views only if they do not lower the validation score (else identity alone).
     """
 
-    tta: str = checked(lambda value: _tta_views(value))
+    tta: str = checked(lambda value: _tta_views(value), allowed=lambda: _tta_allowed())
     tta_select: bool = True
 
 
@@ -216,6 +218,33 @@ def _tta_views(value: str) -> tuple[str, ...]:
 
     return resolve_views(value)
 
+
+def _tta_allowed() -> str:
+    from an2dl_kit.inference.tta import VIEW_SETS, VIEWS
+
+    return f"a set ({', '.join(VIEW_SETS.choices)}) or views joined by commas ({', '.join(VIEWS.choices)})"
+
+
+def allowed_values(field: dataclasses.Field) -> str:
+    """What values a field takes, in words: its registry's names, its range, or what its check accepts."""
+    if "choices" in field.metadata:
+        return ", ".join(field.metadata["choices"].choices)
+    if "allowed" in field.metadata:
+        allowed = field.metadata["allowed"]
+        return allowed() if callable(allowed) else allowed
+    low, high = field.metadata.get("range", (None, None))
+    if low is not None and high is not None:
+        return f"{low:g} to {high:g}"
+    if low is not None:
+        return f"at least {low:g}"
+    return ""
+
+
+def type_name(hint: Any) -> str:
+    """A field's type in a word: int, float, bool, str, ints (comma-separated); "or none" when optional."""
+    optional, base = _unwrap_optional(hint)
+    name = "ints" if typing.get_origin(base) is tuple else getattr(base, "__name__", str(base))
+    return name + (" or none" if optional else "")
 
 # --- helpers -----------------------------------------------------------------------------------------------
 

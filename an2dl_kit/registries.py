@@ -63,7 +63,7 @@ CELLS_AUGMENTATIONS: Registry[str | None] = Registry("cells augmentation", {
     "randaugment1": "an2dl_kit.augment.cells:randaugment1_pipeline",
     "randaugment2": "an2dl_kit.augment.cells:randaugment2_pipeline",
     "reference": "an2dl_kit.augment.cells:reference_pipeline",
-    # Half the images colour-shifted, half degraded: what a from-scratch CPU model can absorb in minutes.
+    # About a third of the images colour-shifted and a third degraded: what a from-scratch CPU model absorbs in minutes.
     "robust": "an2dl_kit.augment.cells:robust_pipeline",
     # Most images shifted and degraded: for pretrained backbones with hours of GPU training.
     "robust_strong": "an2dl_kit.augment.cells:robust_strong_pipeline",

@@ -35,6 +35,8 @@ from an2dl_kit.runtime import log
 
 HISTORY_FILE = "history.csv"
 MODEL_FILE = "model.keras"
+# BackupAndRestore's folder inside a phase's backup folder.
+BACKUP_STATE = "state"
 # Stop when the time left is below the expected epoch time (`epoch_pace`) times this margin.
 EPOCH_TIME_MARGIN = 1.1
 
@@ -317,6 +319,24 @@ def _finished(model: keras.Model, phase_dir: Path, monitor: str) -> PhaseResult:
     return result
 
 
+def _backup_epoch(phase_dir: Path) -> tuple[int, float] | None:
+    """(the epoch an interrupted phase resumes at, the backup's age in seconds) from `BackupAndRestore`'s
+    metadata in `phase_dir/state`, or None when there is nothing to resume."""
+    metadata = phase_dir / BACKUP_STATE / "training_metadata.json"
+    try:
+        epoch = int(json.loads(metadata.read_text())["epoch"])
+        age = time.time() - metadata.stat().st_mtime
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return (epoch, max(age, 0.0)) if epoch > 0 else None
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
 def _restore_best(model: keras.Model, keeper: _BestKeeper, run_best: float | None, label: str) -> None:
     """Leave `model` with the phase's best weights, or the run's earlier best if the phase never beat it."""
     if keeper.weights_path.exists():
@@ -329,7 +349,7 @@ def _restore_best(model: keras.Model, keeper: _BestKeeper, run_best: float | Non
 def _fit(model: keras.Model, train, val, epochs: int, phase_dir: Path, verbose: int | str,
          callbacks: list) -> keras.callbacks.History:
     """`model.fit` with the epoch backup first and the batches told which epoch starts."""
-    callbacks = [keras.callbacks.BackupAndRestore(str(phase_dir / "state"), save_freq="epoch",
+    callbacks = [keras.callbacks.BackupAndRestore(str(phase_dir / BACKUP_STATE), save_freq="epoch",
                                                   delete_checkpoint=True), *callbacks]
     if isinstance(train, Batches):
         callbacks.append(_EpochSync(train))
@@ -401,6 +421,10 @@ def fit_phase(model: keras.Model, train, val, *, name: str, epochs: int, out_dir
     keeper = _BestKeeper(monitor, mode, phase_dir, out_dir / MODEL_FILE, best, keep_last=keep == "last")
     recorder = _HistoryRecorder(out_dir / HISTORY_FILE, name)
     log(f"phase {name}: up to {epochs} epochs, monitoring {monitor} ({mode})")
+    backup = _backup_epoch(phase_dir)
+    if backup is not None:
+        log(f"phase {name}: resuming at epoch {backup[0] + 1} of {epochs} from a backup written "
+            f"{_age(backup[1])} ago")
     start = time.monotonic()
     # The planner precedes the others: it writes the epoch's learning rate into the logs they record. A weight
     # average swaps in ahead of them all at the end of an epoch, so that the keeper saves what validation scored.
@@ -412,6 +436,7 @@ def fit_phase(model: keras.Model, train, val, *, name: str, epochs: int, out_dir
     _restore_best(model, keeper, best, f"phase {name}")
     result = PhaseResult(name=name, epochs_run=len(recorder.rows), best_epoch=keeper.best_epoch,
                          best_value=keeper.value, seconds=round(seconds, 2), stopped_by_budget=budget.triggered,
+                         resumed=backup is not None,
                          history={k: [float(v) for v in values] for k, values in history.history.items()})
     write_json(phase_dir / "done.json", asdict(result))
     log(f"phase {name}: {result.epochs_run} epochs in {seconds:.0f} s; {keep} {monitor} "

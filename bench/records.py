@@ -33,6 +33,8 @@ KINDS = ("seeds", "table")
 REQUIRED = ("schema", "benchmark", "title", "command", "commit", "date", "machine", "settings", "kind",
             "columns", "transcribed", "sha256")
 DIGEST_KEY = "sha256"
+# `new_record`'s default for the commit: the checkout's HEAD now (a transcription passes the one it knows, or None).
+HEAD = "HEAD"
 
 
 class RecordError(ValueError):
@@ -72,7 +74,7 @@ def command_line(argv: Sequence[str] | None = None, module: str | None = None) -
 
 def new_record(benchmark: str, *, title: str, command: str, settings: Mapping[str, Any], kind: str,
                columns: Sequence[Any], runs: Sequence[Mapping] = (), rows: Sequence[Sequence[str]] = (),
-               notes: str = "", transcribed: Mapping[str, Any] | None = None, commit: str | None = None,
+               notes: str = "", transcribed: Mapping[str, Any] | None = None, commit: str | None = HEAD,
                dirty: bool | None = None, date: str | None = None, machine_info: Mapping | None = None) -> dict:
     """A record of this run (commit, date and machine measured now unless given, as a transcription does).
 
@@ -85,8 +87,10 @@ def new_record(benchmark: str, *, title: str, command: str, settings: Mapping[st
         columns: "seeds": `column(...)` entries naming the figures; "table": the header cells.
         notes: one paragraph a reader of the table needs (what a figure means, what was unusual).
         transcribed: for a record written from an earlier document instead of by the benchmark: where from.
+        commit: the kit commit measured: HEAD (this checkout's, with its dirty flag), a commit, or None when a
+            transcribed run did not record it.
     """
-    if commit is None:
+    if commit == HEAD:
         commit, dirty = kit_commit()
     record = {
         "schema": SCHEMA, "benchmark": benchmark, "title": title, "command": command, "commit": commit,
@@ -105,7 +109,8 @@ def record_name(record: Mapping[str, Any], label: str = "") -> str:
     """`<date>-<benchmark>[-<label>]-<commit7>.json`: sorted by date, unique per run of a benchmark."""
     part = record["benchmark"].rpartition(".")[2].replace("_", "-")
     label = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
-    return f"{record['date']}-{part}{'-' + label if label else ''}-{(record['commit'] or 'nocommit')[:7]}.json"
+    commit = record["commit"][:7] if record["commit"] else "unrecorded"
+    return f"{record['date']}-{part}{'-' + label if label else ''}-{commit}.json"
 
 
 def write_record(record: Mapping[str, Any], label: str = "", folder: Path = RECORDS_DIR) -> Path:

@@ -8,10 +8,10 @@ A Markdown file holds a generated table between two comments; the first names a 
 
 Views:
 - `seeds RECORD`: one row per model and seed, then each model's mean ± standard deviation over its seeds;
-- `summary RECORD...`: one row per model of each record: its seeds' mean ± sd (per-seed values beside) and,
-  where the record names a `reference` record in its settings, the reference's means;
+- `summary [columns=KEY,KEY] RECORD...`: one row per model of each record: its seeds' mean ± sd (per-seed values
+  beside) and, where the record names a `reference` record in its settings, the reference's means;
 - `table RECORD`: a record of kind "table" as it is;
-- `headline TASK:RECORD:MODEL:COLUMN[,COLUMN]:LINK ...`: the README's one row per task.
+- `headline TASK:RECORD:COLUMN[,COLUMN]:LINK ...`: the README's one row per task (the record's first model).
 Every table is followed by its provenance: the record, its command, commit, date and machine. `--check`
 rewrites nothing and fails if a file is not what its records give; the test suite runs the same check.
 """
@@ -32,13 +32,17 @@ BLOCK = re.compile(r"(<!-- results: (\w+)((?: [^\s>]+)*) -->\n)(.*?)(<!-- /resul
 RECORDS_LINK = "results/records"
 
 
-def documents(root: Path = REPO) -> list[Path]:
+def documents(root: Path) -> list[Path]:
     """The files that may hold generated tables: the README and every page under docs/."""
     return [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
 
 
 def mean_sd(values: Sequence[float], fmt: str) -> str:
-    """`0.9729 ± 0.0029` over seeds (population standard deviation); a single value alone."""
+    """`0.9729 ± 0.0029` over seeds (population standard deviation); a single value alone; counts (format
+    "d": epochs, seconds) as their range, `182-186`."""
+    if fmt == "d":
+        low, high = int(min(values)), int(max(values))
+        return str(low) if low == high else f"{low}-{high}"
     array = np.asarray(values, float)
     if len(array) == 1:
         return format(array[0], fmt)
@@ -66,7 +70,8 @@ def provenance(stem: str, record: Mapping, link_root: str) -> str:
     load = (machine.get("load_average") or {}).get("15min")
     if load is not None:
         where.append(f"load {load} (15 min)")
-    commit = (record["commit"] or "no commit")[:7] + (" dirty" if record.get("dirty") else "")
+    commit = record["commit"][:7] + (" (dirty)" if record.get("dirty") else "") if record["commit"] \
+        else "an unrecorded commit"
     text = (f"Record [`{stem}`]({link_root}/{stem}.json): `{record['command']}` at {commit}, {record['date']}"
             + (f", {', '.join(where)}" if where else ""))
     if record["transcribed"]:
@@ -91,8 +96,12 @@ def seeds_view(records: Mapping[str, dict], args: Sequence[str]) -> tuple[list[s
 
 
 def summary_view(records: Mapping[str, dict], args: Sequence[str]) -> tuple[list[str], list[str]]:
-    """One row per model of each record; per-seed values in brackets; the reference record's means beside."""
-    header_columns = records[args[0]]["columns"]
+    """One row per model of each record; per-seed values in brackets; the reference record's means beside.
+    A first argument `columns=a,b` picks the figures (default: the first record's columns)."""
+    keys = args[0].removeprefix("columns=").split(",") if args[0].startswith("columns=") else None
+    args = args[1:] if keys else args
+    known = {col["key"]: col for stem in args for col in reversed(records[stem]["columns"])}
+    header_columns = [known[key] for key in keys] if keys else records[args[0]]["columns"]
     rows, used = [], []
     for stem in args:
         record = records[stem]
@@ -104,17 +113,20 @@ def summary_view(records: Mapping[str, dict], args: Sequence[str]) -> tuple[list
             ref_runs = next(iter(by_model(records[reference]).values()))
             against = " / ".join(mean_sd([run[col["key"]] for run in ref_runs], col["format"])
                                  for col in header_columns)
-        for model, runs in by_model(record).items():
+        models = by_model(record)
+        for model, runs in models.items():
             cells = []
             for col in header_columns:
                 values = [run[col["key"]] for run in runs]
                 each = f" ({' / '.join(format(v, col['format']) for v in values)})" if len(values) > 1 else ""
                 cells.append(mean_sd(values, col["format"]) + each)
-            setting = " ".join(record["settings"].get("overrides", [])) or "the profile as it is"
-            rows.append([record["title"] + (f", {model}" if model else ""), f"`{setting}`", str(len(runs)),
-                         *cells, against])
-    header = ["run", "settings", "seeds", *(col["header"] for col in header_columns), "reference"]
-    return markdown(header, rows), list(dict.fromkeys(used))
+            setting = " ".join(record["settings"].get("overrides", []))
+            title = record["title"] + (f", {model}" if len(models) > 1 else "")
+            rows.append([title, f"`{setting}`" if setting else "", str(len(runs)), *cells, against])
+    compared = any(records[stem]["settings"].get("reference") for stem in args)
+    header = ["run", "settings", "seeds", *(col["header"] for col in header_columns)] + (["reference"] if compared
+                                                                                         else [])
+    return markdown(header, [row if compared else row[:-1] for row in rows]), list(dict.fromkeys(used))
 
 
 def table_view(records: Mapping[str, dict], args: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -126,10 +138,10 @@ def table_view(records: Mapping[str, dict], args: Sequence[str]) -> tuple[list[s
 def headline_view(records: Mapping[str, dict], args: Sequence[str]) -> tuple[list[str], list[str]]:
     rows, used = [], []
     for arg in args:
-        task, stem, model, keys, link = arg.split(":")
+        task, stem, keys, link = arg.split(":")
         record = records[stem]
         used.append(stem)
-        runs = by_model(record)[model]
+        runs = next(iter(by_model(record).values()))
         formats = {col["key"]: col for col in record["columns"]}
         scores = "; ".join(f"{formats[key]['header']} {mean_sd([run[key] for run in runs], formats[key]['format'])}"
                            for key in keys.split(","))
@@ -143,7 +155,7 @@ VIEWS: dict[str, Callable[[Mapping[str, dict], Sequence[str]], tuple[list[str], 
 }
 
 
-def render(text: str, records: Mapping[str, dict], path: Path, root: Path = REPO) -> str:
+def render(text: str, records: Mapping[str, dict], path: Path, root: Path) -> str:
     """`text` with every generated block rendered again from `records`."""
     link_root = Path("docs", RECORDS_LINK).as_posix() if path.parent == root else \
         _relative(root / "docs" / RECORDS_LINK, path.parent)
@@ -153,15 +165,15 @@ def render(text: str, records: Mapping[str, dict], path: Path, root: Path = REPO
         if view not in VIEWS:
             raise RecordError(f"{path}: unknown results view {view!r}; choose one of {', '.join(VIEWS)}")
         missing = [arg for arg in args for stem in [arg.split(":")[1] if view == "headline" else arg]
-                   if stem not in records]
+                   if stem not in records and not arg.startswith("columns=")]
         if missing:
             raise RecordError(f"{path}: no record {missing[0]!r} in docs/results/records")
         lines, used = VIEWS[view](records, args)
-        notes = [records[stem]["notes"] for stem in used if records[stem]["notes"] and view != "headline"]
-        below = [provenance(stem, records[stem], link_root) for stem in used] if view != "headline" else []
-        body = "\n".join(lines) + "\n\n" + "".join(f"{line}\n" for line in [*notes, *below]) if below or notes \
-            else "\n".join(lines) + "\n"
-        return match.group(1) + body.rstrip("\n") + "\n" + match.group(5)
+        parts = ["\n".join(lines)]
+        if view != "headline":
+            parts += [records[stem]["notes"] for stem in used if records[stem]["notes"]]
+            parts.append("\n".join(f"- {provenance(stem, records[stem], link_root)}" for stem in used))
+        return match.group(1) + "\n\n".join(parts) + "\n" + match.group(5)
 
     return BLOCK.sub(block, text)
 
@@ -172,8 +184,9 @@ def _relative(target: Path, start: Path) -> str:
     return Path(os.path.relpath(target, start)).as_posix()
 
 
-def stale(root: Path = REPO) -> dict[Path, str]:
+def stale(root: Path | None = None) -> dict[Path, str]:
     """Files whose generated tables differ from what the records give: path -> the text they should hold."""
+    root = root or REPO
     records = load_records(root / "docs" / RECORDS_LINK)
     out = {}
     for path in documents(root):

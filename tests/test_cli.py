@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,11 +21,14 @@ def _run(capsys, *argv) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_data_modules_do_not_import_tensorflow():
+def test_data_configuration_and_kaggle_modules_do_not_import_tensorflow():
     code = (
         "import sys, an2dl_kit.cli, an2dl_kit.data.io, an2dl_kit.data.discover, an2dl_kit.data.clean, "
         "an2dl_kit.data.split, an2dl_kit.data.synth, an2dl_kit.data.inspect, an2dl_kit.submission, "
-        "an2dl_kit.metrics; print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
+        "an2dl_kit.metrics, an2dl_kit.config, an2dl_kit.registries, an2dl_kit.tasks.describe, "
+        "an2dl_kit.tasks.cells_config, an2dl_kit.tasks.mars_config, an2dl_kit.kaggle.bundle, "
+        "an2dl_kit.kaggle.loop, an2dl_kit.kaggle.preflight, an2dl_kit.inference.ensemble; "
+        "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
@@ -169,3 +173,47 @@ def test_benchmarks_filter_native_log_unless_verbose(verbose, expected):
                           cwd=Path(__file__).resolve().parents[1], env={**os.environ, "AN2DL_VERBOSE": verbose})
     assert done.returncode == 3
     assert done.stderr.splitlines() == expected
+
+
+def test_config_prints_every_group_and_marks_what_differs(capsys):
+    code, out, _ = _run(capsys, "config", "mars", "--profile", "local", "--set", "loss=focal")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "mars configuration: profile local, overrides loss=focal (* differs from the profile)"
+    groups = [line for line in lines[1:] if not line.startswith(" ")]
+    assert groups == ["data", "model", "training", "augmentation", "inference", "run"]
+    marked = [line.split() for line in lines if line.startswith("  *")]
+    assert marked == [["*", "loss", "focal", "(profile:", "cce+dice)"]]
+
+
+def test_config_refuses_a_bad_setting_in_one_line(capsys):
+    code, out, err = _run(capsys, "config", "mars", "--set", "loss=nope")
+    assert code == 2 and out == ""
+    assert err == ("an2dl: error: mars setting loss='nope': loss 'nope': unknown; choose one of cce, dice, tversky, "
+                   "focal, lovasz\n")
+
+
+def test_config_as_json_names_the_changed_fields(capsys):
+    code, out, _ = _run(capsys, "config", "cells", "--profile", "smoke", "--json", "--set", "epochs=3",
+                        "--set", "tta=none")
+    record = json.loads(out)
+    assert code == 0 and record["changed"] == ["epochs", "tta"]
+    assert record["config"]["training"]["epochs"] == 3 and record["overrides"] == {"epochs": "3", "tta": "none"}
+
+
+def test_config_markdown_lists_every_field_of_every_task(capsys):
+    from an2dl_kit import config as cfg
+    from an2dl_kit.tasks import resolve_config
+
+    code, out, _ = _run(capsys, "config", "--markdown")
+    assert code == 0
+    for task in ("cells", "mars"):
+        for name in cfg.field_names(resolve_config(task, "local")):
+            assert f"| `{name}` |" in out.split(f"\n## {task}\n")[1].split("\n## ")[0], (task, name)
+    loss_row = "| `loss` | str | `cce` | `cce+dice` | `cce` | terms joined by + (cce, dice, tversky, focal, lovasz) |"
+    assert loss_row in out
+
+
+def test_config_without_a_task_asks_for_one(capsys):
+    code, _, err = _run(capsys, "config")
+    assert code == 2 and err == "an2dl: error: config: name a task (cells or mars), or ask for --markdown\n"

@@ -1,4 +1,5 @@
 import json
+import os
 import warnings
 
 import keras
@@ -124,8 +125,27 @@ def test_interrupted_phase_resumes_where_it_stopped(tmp_path):
 
     result = fit(tiny_model(seed=1), tmp_path, epochs=4, callbacks=(Record(),))
     assert seen == [2, 3]
+    assert result.resumed is True
     assert list(pd.read_csv(tmp_path / "history.csv")["epoch"]) == [0, 1, 2, 3]
     assert result.best_epoch in range(4)
+
+
+def test_resumed_phase_says_where_it_resumes_and_how_old_the_backup_is(tmp_path, capsys):
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_model(), tmp_path, epochs=5, callbacks=(StopAtEpoch(2),))
+    metadata = tmp_path / "backup" / "p1" / "state" / "training_metadata.json"
+    written = metadata.stat().st_mtime - 300
+    os.utime(metadata, (written, written))
+    capsys.readouterr()
+    fit(tiny_model(), tmp_path, epochs=5)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "resuming" in line]
+    assert len(lines) == 1
+    assert lines[0].endswith("phase p1: resuming at epoch 3 of 5 from a backup written 5 min ago")
+
+
+def test_fresh_phase_says_nothing_of_resuming(tmp_path, capsys):
+    result = fit(tiny_model(), tmp_path, epochs=2)
+    assert "resuming" not in capsys.readouterr().out and result.resumed is False
 
 
 def test_finished_phase_is_skipped_on_rerun_with_its_weights(tmp_path):

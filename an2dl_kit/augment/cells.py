@@ -252,7 +252,7 @@ def robust_pipeline(colour_p: float = 0.35, corruption_p: float = 0.35, corrupti
     degradation (29% at 0.5 / 0.5): a small network on a 10-minute budget still underfits the shifted
     images (training accuracy 0.94 under augmentation against 0.96 on validation), and the lighter mix
     raised test accuracy in every seed of a three-seed run, clean 0.9681 -> 0.9743, with the corrupted copy
-    unchanged (0.9154 -> 0.9162; README, cells)."""
+    unchanged (0.9154 -> 0.9162; docs/results/cells.md)."""
     corruptions = corruption_ops()
     for op in corruptions:
         op.p = corruption_op_p

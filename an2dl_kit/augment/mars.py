@@ -64,7 +64,7 @@ def light_pipeline():
 def scale_pipeline():
     """Flips and strong scale jitter (0.75-1.6 on 80% of tiles) instead of `light`'s 0.9-1.15 on half.
 
-    Measured on the AI4Mars stand-in (README, Mars): test big-rock IoU 0.264 over three seeds against 0.209,
+    Measured on the AI4Mars stand-in (docs/results/mars.md): test big-rock IoU 0.264 over three seeds against 0.209,
     but validation and test mIoU fall (0.6557 against 0.6589), so `local` keeps `light`; an option for a test
     set whose rocks are seen from other distances than the training tiles'.
     """

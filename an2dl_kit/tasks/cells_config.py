@@ -77,7 +77,7 @@ class Model:
     """
 
     backbone: str = choice(BACKBONES)
-    weights: str = checked(_weights_request)
+    weights: str = checked(_weights_request, allowed="imagenet, none, or a .h5 / .weights.h5 file")
     allow_random_fallback: bool = False
     image_size: int | None = bounded(32, 512, default=None)
     head_units: tuple[int, ...] = HEAD
@@ -87,9 +87,11 @@ class Model:
 class Training:
     """Args:
         batch_size: per replica; the global batch grows with the replica count.
-        epochs, learning_rate: phase 1 (the frozen-backbone phase, or the only phase from scratch).
-        finetune_epochs, finetune_learning_rate: phase 2, everything but the normalisation layers (skipped
-            from scratch or when 0).
+        epochs: the most epochs of phase 1 (the frozen-backbone phase, or the only phase from scratch).
+        learning_rate: the peak learning rate of phase 1.
+        finetune_epochs: the most epochs of phase 2, which trains everything but the normalisation layers
+            (skipped from scratch or when 0).
+        finetune_learning_rate: the peak learning rate of phase 2.
         finetune_freeze: what phase 2 keeps frozen, a name of `FINETUNE_FREEZES`.
         warmup_epochs: from scratch, a first phase ramping the learning rate up linearly (0: none).
         restart_epochs: the first cosine period, in epochs; restarts follow with periods growing by
@@ -101,8 +103,8 @@ class Training:
         patience: early-stopping patience in epochs.
         keep_weights: "best" (the best validation epoch of the run) or "last" (the last epoch's weights).
         seed: the run's seed (split, initialisation, augmentation).
-        members: models trained with seeds seed, seed+1, ... on the same split, each in its own folder
-            (`member_<k>/`) with an equal share of the time budget, and averaged (see README "Ensembles").
+        members: how many models to train with seeds seed, seed+1, and so on, on the same split, each in its
+            own folder (`member_<k>/`) with an equal share of the time budget, and average (docs/ensembles.md).
     """
 
     batch_size: int = bounded(1, 4096)
@@ -131,7 +133,8 @@ class Augmentation:
         echo: epochs each image's per-image augmentation draw serves; the cheap batch stage (dihedral turn,
             mixing) is drawn fresh every epoch (`pipeline.Batches`). On two CPU cores the per-image stage costs
             TensorFlow's compute a tenth of its cores; echoed twice, half as much.
-        cutmix_p, mixup_p: per-batch probabilities of CutMix and MixUp.
+        cutmix_p: the per-batch probability of CutMix.
+        mixup_p: the per-batch probability of MixUp.
         mix_both: CutMix and then MixUp, each with its own probability, instead of at most one per batch.
     """
 
@@ -150,11 +153,11 @@ class CellsInference(Inference):
             images join the validation images in the `tta_select` decision ("none": the validation images alone).
             The hidden test set is shifted, and 240 clean images decide by one to five images: alone, they
             dropped the dihedral views in two of three seeds, in each of two three-seed runs, though the views
-            raised every seed on test; with the copies, the views were kept in all three (README, cells).
-        tta_select_copies: how many copies: one copy let a single image decide (the views dropped at −1 of 480
-            in two trained models whose test accuracy they raised); three kept them in 13 of 15 models and
-            dropped them twice, at −1 and −2 of 960; six kept them in the three models of that last run (+23,
-            +4, +41 images of 1,680) and in all three of the next.
+            raised every seed on test; with the copies, the views were kept in all three (docs/results/cells.md).
+        tta_select_copies: how many shifted copies join the decision. One copy let a single image decide (the
+            views dropped at −1 of 480 in two trained models whose test accuracy they raised); three kept them
+            in 13 of 15 models and dropped them twice, at −1 and −2 of 960; six kept them in the three models of
+            that last run (+23, +4, +41 images of 1,680) and in all three of the next.
     """
 
     tta_select_shift: str = choice(CELLS_AUGMENTATIONS, default="none")
@@ -192,10 +195,10 @@ REFERENCE = derive(
 # machine; with the cap at 200 the cosine is planned over the ~115 epochs that fit (test 0.948 -> 0.958 clean,
 # 0.895 -> 0.885 corrupted, one seed). 48 px beat 96 px (0.944 / 0.867) and 64 px (0.950 / 0.884) at the same budget.
 # The cosine ends at the budget and the last epoch's weights are kept: the best of 240 validation images was a
-# lucky epoch halfway through in one seed of three (test 0.935 against 0.958 for the last epoch; README, cells).
+# lucky epoch halfway through in one seed of three (test 0.935 against 0.958 for the last epoch; docs/results/cells.md).
 # Each image's per-image augmentation draw serves two epochs (`echo`): on two cores its CPU time is taken from
-# the model's, and echoed it fed the model at 0.94 of the rate of preloaded tensors instead of 0.84 (README,
-# Hardware).
+# the model's, and echoed it fed the model at 0.94 of the rate of preloaded tensors instead of 0.84
+# (docs/hardware.md).
 LOCAL = derive(
     KAGGLE, backbone="small_cnn", weights="none", image_size=48, batch_size=32, epochs=200, learning_rate=3e-3,
     finetune_epochs=0, finetune_learning_rate=0.0, warmup_epochs=2, restart_epochs=200.0, patience=200,

@@ -21,7 +21,7 @@ from an2dl_kit.config import (
     choice,
     derive,
 )
-from an2dl_kit.registries import ARCHITECTURES, MARS_AUGMENTATIONS, loss_terms
+from an2dl_kit.registries import ARCHITECTURES, LOSSES, MARS_AUGMENTATIONS, loss_terms
 from an2dl_kit.registry import Registry
 
 AUGMENT_MODES: Registry[None] = Registry("augment mode", dict.fromkeys(("online", "union")))
@@ -82,11 +82,11 @@ class Training:
         seed: the run's seed (split, initialisation, augmentation).
         ema_momentum: per-step momentum of the exponential moving average of the weights (Polyak averaging);
             the average, not the last step's weights, is validated, checkpointed and submitted (0: off).
-        members: models trained with seeds seed, seed+1, ... on the same split, each in its own folder
-            (`member_<k>/`) with an equal share of the time budget, and averaged (see README "Ensembles").
+        members: how many models to train with seeds seed, seed+1, and so on, on the same split, each in its
+            own folder (`member_<k>/`) with an equal share of the time budget, and average (docs/ensembles.md).
     """
 
-    loss: str = checked(loss_terms)
+    loss: str = checked(loss_terms, allowed=lambda: f"terms joined by + ({', '.join(LOSSES.choices)})")
     ignore_background: bool = True
     never_background: bool = True
     adaptive_weights: bool = True

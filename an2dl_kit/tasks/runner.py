@@ -41,7 +41,7 @@ SCHEMA_VERSION = 1
 PREDICT_CHUNK = 1024
 # Seeds the shifted validation copy (`TaskHooks.shifted_validation`) apart from the training batches' streams.
 SHIFTED_VALIDATION_STREAM = 7
-# metrics.json's keys, the same for every task (README "metrics.json").
+# metrics.json's keys, the same for every task (docs/architecture.md, "metrics.json").
 METRICS_KEYS = (
     "schema", "task", "profile", "overrides", "config", "provenance", "runtime", "versions", "machine",
     "samples", "cleaning", "split", "model", "phases", "validation", "validation_tta", "tta", "postprocess",
