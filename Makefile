@@ -19,6 +19,9 @@ WEIGHTS ?= uniform
 SET     ?=
 NAME    ?=
 FORCE   ?=
+# K-fold kernels side by side (docs/kaggle.md "Folds"): K=5 folds, pushed as the variants fold<k> or NAME-fold<k>.
+K       ?= 5
+KIT_FOLDS = --task $(TASK) --folds $(K) $(KIT_NAME)
 KIT_SET   = $(foreach s,$(SET),--set $(s))
 KIT_NAME  = $(if $(NAME),--name $(NAME))
 KIT_FORCE = $(if $(filter-out 0 false no,$(FORCE)),--force)
@@ -37,7 +40,7 @@ export ACCELERATOR MARS_COMPETITION CELLS_COMPETITION CELLS_DATASETS MARS_DATASE
 
 .PHONY: help demo test lint bench gpu-check results docs synth bundle push-cells push-mars status wait \
         output-cells output-mars submit scores runs quota upload-data run-cells-local run-mars-local ensemble clean \
-        cpu-image-check
+        cpu-image-check push-folds wait-folds output-folds ensemble-folds
 
 help:
 	@echo "make demo            synthetic data -> train both tasks -> leaderboard files (DATA=DIR for real files)"
@@ -55,6 +58,8 @@ help:
 	@echo "make runs TASK=mars             table of every pushed version (submissions/<task>/runs.md, .csv)"
 	@echo "make quota                      Kaggle GPU hours used and left this week"
 	@echo "make upload-data TASK=cells [DATA=DIR] [PUBLIC=1]  the task's files -> private dataset <user>/an2dl-<task>-data"
+	@echo "make push-folds TASK=mars K=5 [SET=..] [NAME=..] [FORCE=1]  one kernel per fold, side by side"
+	@echo "make wait-folds | output-folds | ensemble-folds TASK=mars K=5 [NAME=..]  follow them, then one submission"
 	@echo "make run-cells-local | run-mars-local     run the bundled kernel here (DATA=DIR OUT=DIR PROFILE=..)"
 	@echo "make ensemble TASK=mars RUNS=\"DIR DIR ..\" [OUT=..] [WEIGHTS=validation] [DATA=..]  average runs"
 	@echo "  Kaggle settings: KAGGLE_USERNAME ACCELERATOR=$(ACCELERATOR) MARS_COMPETITION=$(MARS_COMPETITION)"
@@ -132,6 +137,18 @@ quota: $(STAMP)
 
 upload-data: $(STAMP)
 	$(AN2DL) upload-data --task $(TASK) $(if $(DATA),--data $(DATA)) $(if $(filter-out 0 false no,$(PUBLIC)),--public)
+
+push-folds: $(STAMP)
+	$(AN2DL) push-folds $(KIT_FOLDS) --profile $(PROFILE) $(KIT_SET) $(KIT_FORCE)
+
+wait-folds: $(STAMP)
+	$(AN2DL) wait-folds $(KIT_FOLDS)
+
+output-folds: $(STAMP)
+	$(AN2DL) output-folds $(KIT_FOLDS)
+
+ensemble-folds: $(STAMP)
+	$(AN2DL) ensemble-folds $(KIT_FOLDS) --weights $(WEIGHTS) $(if $(DATA),--data $(DATA))
 
 run-cells-local: $(STAMP)
 	$(AN2DL) run-local --task cells --profile $(or $(filter-out kaggle,$(PROFILE)),local) \

@@ -144,7 +144,8 @@ def _add_ensemble(sub) -> None:
     p = sub.add_parser("ensemble", help="average the kept test probabilities of several runs into one submission")
     p.add_argument("--task", choices=_task_choices(), required=True)
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR",
-                   help="run folders (--out folders or submissions/<task>/v<N>/) holding test_probs.npz")
+                   help="run folders (--out folders or submissions/<task>/v<N>/) holding test_probs.npz; fold runs "
+                        "of one partition also give the out-of-fold score from their val_probs.npz")
     p.add_argument("--out", type=Path, required=True, help="the ensemble's output folder")
     p.add_argument("--weights", choices=("uniform", "validation"), default="uniform",
                    help="equal weights, or proportional to each run's validation score (default: uniform)")
@@ -203,6 +204,7 @@ def _add_kaggle(sub) -> None:
             p.add_argument("--file", type=Path, help="CSV to submit (default: the newest downloaded output)")
             p.add_argument("--message", help="submission message (the kit commit is appended)")
         p.set_defaults(func=_handler(f"an2dl_kit.kaggle.loop:{name}_cli"))
+    _add_kaggle_folds(sub)
     _add_kaggle_reports(sub)
     _add_upload_data(sub)
 
@@ -214,6 +216,30 @@ def _add_upload_data(sub) -> None:
     _add_data_arg(p)
     p.add_argument("--public", action="store_true", help="create the dataset public (default: private)")
     p.set_defaults(func=_handler("an2dl_kit.kaggle.datasets:upload_cli"))
+
+
+def _add_kaggle_folds(sub) -> None:
+    """`push-folds`, `wait-folds`, `output-folds`, `ensemble-folds`: K folds as K kernels side by side."""
+    for name, help_text in (
+        ("push-folds", "push K kernels, one per fold of one partition (quota checked for all K first)"),
+        ("wait-folds", "wait for every fold's kernel"),
+        ("output-folds", "download every fold's outputs"),
+        ("ensemble-folds", "average the folds' downloaded outputs into one submission, with the OOF score"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--task", choices=_task_choices(), required=True)
+        p.add_argument("--folds", type=int, required=True, metavar="K", help="folds of the partition (K >= 2)")
+        p.add_argument("--name", help="base name: variants NAME-fold<k> (default: fold<k>)")
+        if name == "push-folds":
+            _add_set_arg(p)
+            p.add_argument("--profile", choices=_profile_choices(), default="kaggle")
+            p.add_argument("--force", action="store_true", help="push even if the K runs exceed the GPU hours left")
+            _add_pin(p)
+        if name == "ensemble-folds":
+            p.add_argument("--weights", choices=("uniform", "validation"), default="uniform",
+                           help="equal weights, or proportional to each fold's own validation score")
+            p.add_argument("--data", type=Path, help="folder holding the test set; its test_labels.npz scores it")
+        p.set_defaults(func=_handler(f"an2dl_kit.kaggle.folds:{name.replace('-', '_')}_cli"))
 
 
 def _add_kaggle_reports(sub) -> None:

@@ -34,6 +34,8 @@ KEEP_WEIGHTS: Registry[None] = Registry("kept weights", dict.fromkeys(("best", "
 TRAINING_GROUPS = ("data", "model", "training", "augmentation")
 TRUE_WORDS, FALSE_WORDS = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 NONE_WORDS = ("none", "null")
+# Most folds of a K-fold partition (`data.folds`): each fold is a full training run.
+MAX_FOLDS = 20
 
 
 PRECISIONS: Registry[None] = Registry("precision", dict.fromkeys(runtime.PRECISIONS))
@@ -99,6 +101,16 @@ def validate(config: Any) -> None:
             label = _label(config, field.name)
             _check_type(value, hints[field.name], label)
             _check_metadata(field, value, label)
+    check_folds(config)
+
+
+def check_folds(config: Any) -> None:
+    """`data.fold` names one of `data.folds` folds, and only when there are several (groups without them pass)."""
+    folds, fold = getattr(config.data, "folds", 1), getattr(config.data, "fold", None)
+    if fold is not None and folds < 2:
+        raise KitError(f"{_label(config, 'fold')}={fold}: needs folds >= 2 (set folds=K too)")
+    if fold is not None and fold >= folds:
+        raise KitError(f"{_label(config, 'fold')}={fold}: out of range for folds={folds} (0..{folds - 1})")
 
 
 def parse_assignments(items: Iterable[str]) -> dict[str, str]:

@@ -56,7 +56,14 @@ def mars_scores(y_true, y_pred) -> dict:
         raise ValueError(f"y_true has shape {y_true.shape} but y_pred has {y_pred.shape}")
     t, p = y_true.reshape(-1), y_pred.reshape(-1)
     labelled = t != MARS.ignored_class
-    cm = confusion_matrix(t[labelled], p[labelled], num_classes)
+    return mars_scores_from_confusion(confusion_matrix(t[labelled], p[labelled], num_classes))
+
+
+def mars_scores_from_confusion(cm) -> dict:
+    """`mars_scores` from the confusion matrix of labelled pixels: confusion matrices of several parts of a set
+    add up, so out-of-fold scores come from the folds' own."""
+    num_classes = MARS.num_classes
+    cm = np.asarray(cm, np.int64)
     iou = iou_from_confusion(cm)
     valid = ~np.isnan(iou)
     n_labelled = cm.sum()
@@ -72,9 +79,14 @@ def mars_scores(y_true, y_pred) -> dict:
 def cells_scores(y_true, y_pred) -> dict:
     """Accuracy; macro precision, recall and F1 as scikit-learn computes them (average over the classes
     present in y_true or y_pred, 0 where undefined); per-class F1; the 8x8 confusion matrix."""
-    num_classes = CELLS.num_classes
     y_true, y_pred = np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)
-    cm = confusion_matrix(y_true, y_pred, num_classes)
+    return cells_scores_from_confusion(confusion_matrix(y_true, y_pred, CELLS.num_classes))
+
+
+def cells_scores_from_confusion(cm) -> dict:
+    """`cells_scores` from a confusion matrix (several parts' matrices add up, as for `mars_scores`)."""
+    num_classes = CELLS.num_classes
+    cm = np.asarray(cm, np.int64)
     tp = np.diag(cm).astype(np.float64)
     predicted, actual = cm.sum(axis=0), cm.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -114,6 +126,8 @@ def format_class_errors(cm: np.ndarray, class_id: int, names: tuple[str, ...]) -
 
 # Task name -> (truth, predicted labels) -> scores: the one place a task picks its scorer.
 SCORERS = {CELLS.name: cells_scores, MARS.name: mars_scores}
+# Task name -> confusion matrix -> the same scores.
+CONFUSION_SCORERS = {CELLS.name: cells_scores_from_confusion, MARS.name: mars_scores_from_confusion}
 
 
 def format_scores(task: str, scores: dict) -> str:

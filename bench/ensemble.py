@@ -7,9 +7,15 @@ resident set). `--course` adds the acceptance case the shared data is too small 
 members of the course's 10,022 test tiles (smooth random maps, stored as the runner stores them), ensembled
 the same way.
 
+`--folds K` measures K-fold instead: per task, one `local` fold set (`--set folds=K`: K folds one after another,
+each with the profile's budget, so K times the budget in all) and one single `local` run with the profile's
+budget, then the OOF score, each fold's test score, their mean, the fold ensemble's test score and the single
+run's, side by side.
+
     python -m bench.ensemble                          # 3 x 10 min cells + 3 x 15 min Mars on two cores
     python -m bench.ensemble --budget 20 --tasks mars # tiny: checks the pipeline, scores mean nothing
     python -m bench.ensemble --course --tasks none    # only the 10,022-tile timing
+    python -m bench.ensemble --folds 3 --record       # 3 folds of 10 + 10 min cells, 3 x 15 + 15 min Mars
 
 Figures are printed, never asserted.
 """
@@ -39,8 +45,11 @@ CHILD = ("import resource, sys\n"
 
 
 def data_root() -> Path:
-    """`../shared/data` beside the checkout (the real stand-ins)."""
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
+    """The real stand-ins (`discover.shared_data_root`: $AN2DL_SHARED_DATA, `../shared/data` beside the
+    checkout, or /work/shared/data); `../shared/data` when none is found, so the error names it."""
+    from an2dl_kit.data.discover import shared_data_root
+
+    return shared_data_root() or Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def train_members(task: str, root: Path, out: Path, budget: float | None, seeds: tuple[int, ...]) -> list[Path]:
@@ -83,6 +92,33 @@ def task_rows(task: str, root: Path, out: Path, budget: float | None, seeds: tup
         rows += [Row(task, f"ensembling {len(seeds)} x {tiles} tiles", fmt(seconds), "s", "child process, wall"),
                  Row(task, f"ensembling {len(seeds)} x {tiles} tiles, peak memory", fmt(peak_mb), "MB")]
     return rows
+
+
+def fold_rows(task: str, root: Path, out: Path, budget: float | None, folds: int) -> list[Row]:
+    """A `local` fold set of `folds` folds (each fold `budget` seconds, default the profile's) and a single
+    `local` run of `budget`: OOF, each fold's test score, their mean, the fold ensemble's, the single run's."""
+    from an2dl_kit.tasks import resolve_config, run
+
+    per_fold = budget if budget is not None else resolve_config(task, "local").run.budget_s
+    progress(f"{task}: {folds} folds of {per_fold:.0f} s into {out / f'{task}_folds{folds}'}")
+    metrics = run(task, root, out / f"{task}_folds{folds}", "local",
+                  overrides={"folds": folds, "budget_s": per_fold * folds})
+    progress(f"{task}: a single run of {per_fold:.0f} s into {out / f'{task}_single'}")
+    single = run(task, root, out / f"{task}_single", "local", overrides={"budget_s": per_fold})
+    oof, score = metrics["oof"], metrics["oof"]["score"]
+    tests = [fold["test"] for fold in oof["per_fold"]]
+    ensemble_test, unit = metrics["test_tta"][score], f"test {score}"
+    rows = [Row(task, f"fold {fold['fold']}", fmt(fold["test"]), unit, f"validation {fold[score]:.4f} on its fold")
+            for fold in oof["per_fold"]]
+    return rows + [
+        Row(task, "folds' mean", fmt(float(np.mean(tests))), unit),
+        Row(task, f"fold ensemble of {folds}", fmt(ensemble_test), unit,
+            f"gain over the folds' mean {ensemble_test - float(np.mean(tests)):+.4f}"),
+        Row(task, "out-of-fold", fmt(oof["value"]), score,
+            f"{oof['images']} images; folds {oof['mean']:.4f} ± {oof['std']:.4f}; ensemble test - OOF "
+            f"{ensemble_test - oof['value']:+.4f}"),
+        Row(task, f"single local run, {per_fold:.0f} s", fmt(single["test_tta"][score]), unit,
+            f"validation {single['validation_tta'][score]:.4f}")]
 
 
 def synthetic_member(path: Path, seed: int, tiles: int) -> None:
@@ -128,18 +164,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="one run per seed (default: 0,1,2)")
     parser.add_argument("--out", type=Path, default=Path("build/bench/ensemble"))
     parser.add_argument("--course", action="store_true", help="also time 3 x 10,022 synthetic Mars tiles")
+    parser.add_argument("--folds", type=int, help="K-fold instead of seeds: a local fold set of K folds, each "
+                                                  "with the budget, against one local run")
     add_record_option(parser)
     args = parser.parse_args(argv)
     seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
     rows = []
     for task in [t.strip() for t in args.tasks.split(",") if t.strip() and t.strip() != "none"]:
-        rows += task_rows(task, data_root(), args.out, args.budget, seeds)
+        rows += (fold_rows(task, data_root(), args.out, args.budget, args.folds) if args.folds else
+                 task_rows(task, data_root(), args.out, args.budget, seeds))
     if args.course:
         rows += course_rows(args.out)
     print(table(rows), end="")
-    save_record(args, rows_record("bench.ensemble", "ensembles of local runs", rows,
-                                  {"tasks": args.tasks, "seeds": list(seeds), "budget_s": args.budget,
-                                   "course": args.course}))
+    title = f"{args.folds}-fold ensembles of local runs" if args.folds else "ensembles of local runs"
+    save_record(args, rows_record("bench.ensemble", title, rows,
+                                  {"tasks": args.tasks, "seeds": [] if args.folds else list(seeds),
+                                   "folds": args.folds, "budget_s": args.budget, "course": args.course}))
     return 0
 
 

@@ -13,8 +13,8 @@ from an2dl_kit.augment.cells import CellsAugment
 from an2dl_kit.tasks import cells, resolve_config
 from an2dl_kit.tasks.runner import METRICS_KEYS
 
-EXPECTED_FILES = {"submission.csv", "submission.zip", "test_probs.npz", "model.keras", "history.csv", "metrics.json",
-                  "learning_curves.png", "confusion_matrix.png", "augmentation_preview.png"}
+EXPECTED_FILES = {"submission.csv", "submission.zip", "test_probs.npz", "val_probs.npz", "model.keras", "history.csv",
+                  "metrics.json", "learning_curves.png", "confusion_matrix.png", "augmentation_preview.png"}
 CPU = SimpleNamespace(kind="cpu", jit_compile=False, scaled_lr=lambda lr: lr)
 
 

@@ -10,8 +10,8 @@ import pytest
 from an2dl_kit.tasks import mars, run
 from an2dl_kit.tasks.runner import METRICS_KEYS
 
-OUTPUTS = {"submission.csv", "test_probs.npz", "model.keras", "history.csv", "metrics.json", "learning_curves.png",
-           "class_iou.png", "predictions.png"}
+OUTPUTS = {"submission.csv", "test_probs.npz", "val_probs.npz", "model.keras", "history.csv", "metrics.json",
+           "learning_curves.png", "class_iou.png", "predictions.png"}
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,14 @@ def test_smoke_run_writes_every_output(smoke_run):
     assert saved["validation_tta"]["background_predicted"] == 0.0  # never background
     assert saved["postprocess"]["majority_filter"] in (0, 5)
     assert len(saved["details"]["class_weights"]) == 5 and saved["details"]["class_weight_history"]
+    # One split: it follows the training seed, and val_probs.npz holds its validation tiles and their labels.
+    from an2dl_kit.inference.probabilities import open_stored
+
+    split = saved["split"]
+    assert (split["folds"], split["fold"], split["split_seed"], saved["oof"]) == (1, None, 0, None)
+    stored = open_stored(out / "val_probs.npz")
+    assert stored.meta["split"] == split and len(stored.index) == saved["samples"]["validation"]
+    assert stored.labels.shape == (len(stored.index), 64, 128) and stored.index.max() < split["rows"]
 
 
 @pytest.mark.slow

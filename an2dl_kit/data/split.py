@@ -1,4 +1,4 @@
-"""Seeded stratified train/validation split and balanced class weights (numpy only)."""
+"""Seeded stratified train/validation split, stratified K-fold partition, balanced class weights (numpy only)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,40 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
     val = np.sort(np.concatenate(val_parts)) if val_parts else np.array([], dtype=np.int64)
     train = np.setdiff1d(np.arange(len(labels)), val, assume_unique=True)
     return train.astype(np.int64), val.astype(np.int64)
+
+
+def kfold_assignment(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """The fold (0..folds-1) of every row: a stratified K-fold partition.
+
+    Each class's rows are shuffled by the seed and dealt round-robin, the classes one after another, so every
+    class's count in two folds differs by at most one and so do the folds' sizes. A class with fewer rows than
+    folds is in some folds only. The same (labels, folds, seed) always gives the same partition; the training
+    seed plays no part, so runs with other training seeds share it.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    if not 2 <= folds <= len(labels):
+        raise ValueError(f"folds must be in [2, {len(labels)}] for {len(labels)} rows, got {folds}")
+    rng = np.random.default_rng(seed)
+    order = np.concatenate([rng.permutation(np.flatnonzero(labels == cls)) for cls in np.unique(labels)])
+    assignment = np.empty(len(labels), np.int64)
+    assignment[order] = np.arange(len(order)) % folds
+    return assignment
+
+
+def partition(labels: np.ndarray, *, folds: int, fold: int | None, val_fraction: float,
+              seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, val, assignment) row indices of one run: `stratified_split` by `val_fraction` for `folds=1`
+    (assignment 0 on validation rows, -1 elsewhere), else fold `fold` of `kfold_assignment` (assignment: every
+    row's fold). Both index arrays are sorted."""
+    if folds == 1:
+        train, val = stratified_split(labels, val_fraction, seed)
+        assignment = np.full(len(np.asarray(labels).reshape(-1)), -1, np.int64)
+        assignment[val] = 0
+        return train, val, assignment
+    if fold is None or not 0 <= fold < folds:
+        raise ValueError(f"fold must be in [0, {folds - 1}] for {folds} folds, got {fold}")
+    assignment = kfold_assignment(labels, folds, seed)
+    return np.flatnonzero(assignment != fold), np.flatnonzero(assignment == fold), assignment
 
 
 def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:

@@ -203,17 +203,33 @@ def push_cli(args) -> int:
     """
     name = check_name(args.name)
     overrides = canonical_overrides(args.task, args.profile, args.set or None)
-    from an2dl_kit.kaggle.datasets import with_recorded_dataset  # it imports this module
-
-    config = with_recorded_dataset(kernel_config(args.task))
-    if not config.competition and not config.datasets:
-        prefix = args.task.upper()
-        raise KitError(f"{args.task} kernel: no data source; run `make upload-data TASK={args.task} DATA=DIR` "
-                       f"(a private dataset of the task's files), or set {prefix}_COMPETITION or {prefix}_DATASETS")
+    config = source_config(args.task)
     estimate, kind = estimate_hours(args.task, args.profile, overrides, config.accelerator)
     session = KaggleSession.connect()
     check_push(session, estimate, kind, args.force)
-    bundle = write_bundle(args.task, args.profile, BUILD_DIR, config=config, username=session.username,
+    push_variant(session, args.task, args.profile, name, overrides, config)
+    print(f"next: make wait {_variant_flags(args.task, name)}, then make output-{args.task}"
+          f"{f' NAME={name}' if name else ''}")
+    return 0
+
+
+def source_config(task: str):
+    """The task's kernel settings with the dataset `upload-data` recorded when none is set, refused without a
+    data source (before any request)."""
+    from an2dl_kit.kaggle.datasets import with_recorded_dataset  # it imports this module
+
+    config = with_recorded_dataset(kernel_config(task))
+    if not config.competition and not config.datasets:
+        prefix = task.upper()
+        raise KitError(f"{task} kernel: no data source; run `make upload-data TASK={task} DATA=DIR` "
+                       f"(a private dataset of the task's files), or set {prefix}_COMPETITION or {prefix}_DATASETS")
+    return config
+
+
+def push_variant(session: KaggleSession, task: str, profile: str, name: str | None, overrides: dict,
+                 config) -> dict:
+    """Bundle and push one variant's kernel, then record the push (`last_push.json`, `pushes.jsonl`)."""
+    bundle = write_bundle(task, profile, BUILD_DIR, config=config, username=session.username,
                           overrides=overrides, name=name)
     if bundle.ref.startswith(USERNAME_PLACEHOLDER + "/"):
         raise KaggleError("Kaggle username: unknown; set KAGGLE_USERNAME")
@@ -222,15 +238,13 @@ def push_cli(args) -> int:
     if bundle.provenance["dirty"]:
         print("note: the kit has uncommitted changes; the kernel records dirty=True")
     info = session.push(bundle.folder, bundle.ref)
-    record = {**info, "task": args.task, "name": name or "", "profile": args.profile, "overrides": overrides,
+    record = {**info, "task": task, "name": name or "", "profile": profile, "overrides": overrides,
               "commit": bundle.provenance["commit"], "dirty": bundle.provenance["dirty"],
               "pushed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    write_json(push_record_path(args.task, name), record)
-    record_push(args.task, record)
+    write_json(push_record_path(task, name), record)
+    record_push(task, record)
     print(f"pushed {info['ref']} version {info['version']}: {info['url']}")
-    print(f"next: make wait {_variant_flags(args.task, name)}, then make output-{args.task}"
-          f"{f' NAME={name}' if name else ''}")
-    return 0
+    return record
 
 
 def status_cli(args) -> int:
@@ -320,6 +334,15 @@ def _default_file(task: str, name: str | None) -> Path:
                    f"`make output-{task}{f' NAME={name}' if name else ''}` or pass FILE=path/to/{SUBMISSION_FILE}")
 
 
+def _oof_text(csv_path: Path) -> str:
+    """`OOF miou 0.7012 over 5 of 5 folds` for a fold ensemble's CSV (its metrics.json's `oof`); else ""."""
+    with contextlib.suppress(OSError, ValueError, AttributeError, KeyError, TypeError):
+        oof = json.loads((csv_path.parent / "metrics.json").read_text()).get("oof")
+        if oof:
+            return f"OOF {oof['score']} {oof['value']:.4f} over {len(oof['present'])} of {oof['folds']} folds"
+    return ""
+
+
 def _submission_id(session: KaggleSession, competition: str, reply: dict, message: str) -> str:
     """The server's id of an accepted submission: from CreateSubmission's reply, else the newest submission
     listed with this message (the reply's `ref` is optional on the wire); "" with a warning if neither."""
@@ -359,7 +382,8 @@ def submit_cli(args) -> int:
     print(f"checked {summary}")
     tag, profile, overrides = _run_details(path, args.task, name, version)
     default = f"{args.task} {name or 'kernel'} v{version}" if version else path.name
-    extras = "; ".join(filter(None, [f"{profile} profile" if profile else "", format_overrides(overrides)]))
+    extras = "; ".join(filter(None, [f"{profile} profile" if profile else "", format_overrides(overrides),
+                                     _oof_text(path)]))
     message = f"{args.message or default}{f' ({extras})' if extras else ''} [{tag}]"
     digest = sha256_file(path)
     session = KaggleSession.connect()

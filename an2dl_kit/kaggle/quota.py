@@ -67,11 +67,16 @@ def quota_lines(reply) -> list[str]:
     return [*lines, f"refreshes {refresh_text(reply)}"]
 
 
-def check_push(session, estimate: float, kind: str, force: bool) -> None:
+def check_push(session, estimate: float, kind: str, force: bool, count: int = 1) -> None:
     """Print the estimate beside the hours left; refuse (before SaveKernel) when it exceeds them, unless forced.
 
-    With `force`, a failed quota request is a warning too: the point of forcing is to push regardless.
+    `count` kernels of `estimate` hours each are pushed together (the folds of `push-folds`): all of them are
+    counted before the first is pushed, and refused together. With `force`, a failed quota request is a warning
+    too: the point of forcing is to push regardless.
     """
+    estimate = estimate * count
+    what, this, budget = (("the run", "this run", "its budget") if count == 1 else
+                          (f"the {count} folds", f"these {count} folds", "their budgets"))
     if not kind:
         print("quota: a CPU kernel uses no accelerator hours")
         return
@@ -84,11 +89,11 @@ def check_push(session, estimate: float, kind: str, force: bool) -> None:
         return
     left = hours_left(reply, kind)
     shown = "unknown" if left is None else f"{left:.1f}"
-    print(f"quota: this run may use up to {estimate:.1f} {kind} hours (its budget); {shown} h left this week, "
+    print(f"quota: {this} may use up to {estimate:.1f} {kind} hours ({budget}); {shown} h left this week, "
           f"refreshes {refresh_text(reply)}")
     if left is not None and estimate > left and not force:
-        raise KitError(f"push: the run may use {estimate:.1f} {kind} hours but {left:.1f} are left this week; "
-                       "lower its budget (--set budget_s=SECONDS) or pass --force (make ... FORCE=1)")
+        raise KitError(f"push: {what} may use {estimate:.1f} {kind} hours but {left:.1f} are left this week; "
+                       f"lower {budget} (--set budget_s=SECONDS) or pass --force (make ... FORCE=1)")
 
 
 def quota_cli(args) -> int:

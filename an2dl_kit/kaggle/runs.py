@@ -5,7 +5,9 @@ overrides), each version's downloaded `metrics.json` (validation score with and 
 (submitted or not, public score after `an2dl scores`). Only the kernel status of versions whose outputs are
 not downloaded yet is asked of Kaggle (one GetKernelSessionStatus per version, versioned, so an older
 version of a variant is not reported with its newest's status). The table is printed and written as
-`submissions/<task>/runs.md` and `runs.csv`. TensorFlow-free.
+`submissions/<task>/runs.md` and `runs.csv`. Fold ensembles (`an2dl ensemble-folds`, kept as versions of the
+`folds` or `<name>-folds` variant) get a row each, after the pushes, and an `OOF` column carries their
+out-of-fold score (the column is left out while no row has one). TensorFlow-free.
 """
 
 from __future__ import annotations
@@ -29,13 +31,25 @@ def find_metrics(folder: Path) -> Path | None:
     return found[0] if found else None
 
 
-def validation_scores(folder: Path, score: str) -> tuple[float | None, float | None]:
-    """(validation, validation+TTA) headline scores from a downloaded metrics.json; None where missing."""
+def read_metrics(folder: Path) -> dict:
+    """The run's metrics.json as a dict ({} where missing or unreadable)."""
     path = find_metrics(folder)
     metrics = {}
     if path is not None:
         with contextlib.suppress(OSError, ValueError):
             metrics = json.loads(path.read_text(encoding="utf-8"))
+    return metrics if isinstance(metrics, dict) else {}
+
+
+def oof_score(folder: Path) -> float | None:
+    """The out-of-fold score of a fold ensemble (or a fold set run), None for other runs."""
+    oof = read_metrics(folder).get("oof")
+    return float(oof["value"]) if isinstance(oof, dict) and isinstance(oof.get("value"), (int, float)) else None
+
+
+def validation_scores(folder: Path, score: str) -> tuple[float | None, float | None]:
+    """(validation, validation+TTA) headline scores from a downloaded metrics.json; None where missing."""
+    metrics = read_metrics(folder)
     values = []
     for key in ("validation", "validation_tta"):
         value = (metrics.get(key) or {}).get(score) if isinstance(metrics, dict) else None
@@ -71,7 +85,28 @@ def run_rows(task: str, status_of) -> list[dict]:
             "name": shown_name(name), "version": version, "overrides": format_overrides(record.get("overrides")),
             "status": DOWNLOADED if folder.is_dir() else status_of(record),
             f"validation {score}": validation, f"validation+TTA {score}": validation_tta,
-            "submitted": "yes" if submitted else "no", "public score": _best_public(submitted)})
+            "submitted": "yes" if submitted else "no", "public score": _best_public(submitted),
+            "OOF": oof_score(folder)})
+    rows += ensemble_rows(task, ledger)
+    if all(row["OOF"] is None for row in rows):
+        rows = [{k: v for k, v in row.items() if k != "OOF"} for row in rows]
+    return rows
+
+
+def ensemble_rows(task: str, ledger: list[dict]) -> list[dict]:
+    """One row per fold ensemble: every `v<N>/` of a `*folds` variant whose metrics.json is an ensemble's."""
+    score, rows = TASKS[task].score, []
+    for folder in sorted((SUBMISSIONS_DIR / task).glob("*folds/v*"), key=lambda p: (p.parent.name, p.name)):
+        metrics = read_metrics(folder)
+        if metrics.get("kind") != "ensemble" or not folder.name[1:].isdigit():
+            continue
+        name, version = folder.parent.name, int(folder.name[1:])
+        submitted = [row for row in ledger if row["name"] == name and row["kernel_version"] == str(version)]
+        rows.append({
+            "name": name, "version": version, "overrides": format_overrides(metrics.get("overrides")),
+            "status": f"ensemble of {len(metrics.get('members') or [])}", f"validation {score}": None,
+            f"validation+TTA {score}": None, "submitted": "yes" if submitted else "no",
+            "public score": _best_public(submitted), "OOF": oof_score(folder)})
     return rows
 
 

@@ -7,6 +7,11 @@ the split, the runtime, the phase loop with the time budget and resume, TTA over
 curves, `metrics.json` (one schema for both tasks, `METRICS_KEYS`) and the printed summary. `compare` trains a
 list of named override sets with one budget, for either task.
 
+K-fold (`data.folds` K >= 2): a run with `data.fold` set trains on the other folds and validates on its own,
+like any run; without `fold`, `run` trains the K folds one after another into `fold_<k>/` (`run_folds`) and
+writes their ensemble, scored out of fold, in the run folder. Every run keeps its validation predictions
+(`val_probs.npz`) beside its test predictions (`test_probs.npz`), with the split's fingerprint.
+
 A third task: describe it in `an2dl_kit/task.py`, write `tasks/<name>_config.py` (profiles) and
 `tasks/<name>.py` (a `TaskHooks` named `HOOKS`), and name both in `tasks/__init__.py`.
 """
@@ -16,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +30,7 @@ import numpy as np
 
 from an2dl_kit import config as cfg
 from an2dl_kit import runtime as rt
-from an2dl_kit.inference.probabilities import PROBS_FILE, encoding_for, fingerprint
+from an2dl_kit.inference.probabilities import PROBS_FILE, VAL_PROBS_FILE, encoding_for, fingerprint
 from an2dl_kit.task import LABELS_FILE, TaskInfo
 from an2dl_kit.training import HISTORY_FILE, MODEL_FILE, Deadline, PhaseResult, Schedule, fit_phase
 
@@ -39,8 +44,8 @@ SHIFTED_VALIDATION_STREAM = 7
 # metrics.json's keys, the same for every task (docs/architecture.md, "metrics.json").
 METRICS_KEYS = (
     "schema", "task", "profile", "overrides", "config", "provenance", "runtime", "versions", "machine",
-    "samples", "cleaning", "model", "phases", "validation", "validation_tta", "tta", "postprocess", "test",
-    "test_tta", "members", "details", "seconds", "files",
+    "samples", "cleaning", "split", "model", "phases", "validation", "validation_tta", "tta", "postprocess",
+    "test", "test_tta", "members", "oof", "details", "seconds", "files",
 )
 
 
@@ -57,7 +62,8 @@ class Loaded:
 
 @dataclass(frozen=True)
 class RunData:
-    """The arrays of one run, as the model takes them; `y_test` only where labels sit beside the test set."""
+    """The arrays of one run, as the model takes them; `y_test` only where labels sit beside the test set.
+    `val_index` are the validation images' rows in the cleaned training set, `split` the split's record."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -67,6 +73,8 @@ class RunData:
     y_test: np.ndarray | None
     cleaning: dict
     test_fingerprint: str | None = None
+    val_index: np.ndarray | None = None
+    split: dict = field(default_factory=dict)
 
     def samples(self) -> dict:
         return {"train": len(self.x_train), "validation": len(self.x_val),
@@ -102,8 +110,8 @@ class TrainingPlan:
 class Results:
     """Scores and labels after training. `validation_tta` scores the configured TTA views; `views` are the
     ones the submission uses (`choose_views`, on the images `selection` describes), `postprocess` what the task
-    chose on validation. With several members, `members` holds each one's validation scores and `model_files`
-    every member's model."""
+    chose on validation, `val_probs` the validation probabilities of those views (before post-processing).
+    With several members, `members` holds each one's validation scores and `model_files` every member's model."""
 
     validation: dict
     validation_tta: dict
@@ -116,6 +124,7 @@ class Results:
     selection: dict = field(default_factory=dict)
     members: list[dict] = field(default_factory=list)
     model_files: tuple[str, ...] = (MODEL_FILE,)
+    val_probs: np.ndarray | None = None
 
 
 class TaskHooks:
@@ -186,6 +195,8 @@ def run(task: str, data: Path | None, out_dir: Path, profile: str = "local", *,
     started, cpu_started = time.monotonic(), time.process_time()
     hooks = hooks_for(task)
     config = resolve_config(task, profile, overrides)
+    if config.data.folds > 1 and config.data.fold is None:
+        return run_folds(task, data, out_dir, profile, overrides=overrides, provenance=provenance)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     run_data = prepare_data(hooks, config, data)
@@ -198,7 +209,7 @@ def run(task: str, data: Path | None, out_dir: Path, profile: str = "local", *,
     results = evaluate_and_keep(hooks, config, trained, run_data, out_dir)
     predict_seconds = time.monotonic() - predict_started
     files = hooks.write_outputs(out_dir, config, run_data, results) + list(trained.model_files)
-    files += [PROBS_FILE] if run_data.x_test is not None else []
+    files += ([PROBS_FILE] if run_data.x_test is not None else []) + [VAL_PROBS_FILE]
     for folder in trained.folders:
         files += [str(Path(folder) / name) for name in curves(out_dir / folder)]
     metrics = metrics_record(
@@ -224,12 +235,15 @@ def curves(folder: Path) -> list[str]:
 
 
 def prepare_data(hooks: TaskHooks, config, data: Path | None) -> RunData:
-    """Load and clean, stratified split, optional cap on the training set, known test labels."""
-    from an2dl_kit.data.split import stratified_split
+    """Load and clean, stratified split (or fold `data.fold` of a stratified K-fold), optional cap on the
+    training set, known test labels."""
+    from an2dl_kit.data.split import partition
 
     loaded = hooks.load(data)
-    seed = config.training.seed
-    train_idx, val_idx = stratified_split(hooks.strata(loaded.labels), config.data.val_fraction, seed)
+    d, seed = config.data, config.training.seed
+    split_seed = d.split_seed if d.split_seed is not None else seed if d.folds == 1 else 0
+    train_idx, val_idx, assignment = partition(hooks.strata(loaded.labels), folds=d.folds, fold=d.fold,
+                                               val_fraction=d.val_fraction, seed=split_seed)
     if config.data.max_train is not None:
         train_idx = np.sort(np.random.default_rng(seed).permutation(train_idx)[:config.data.max_train])
     test = None if loaded.test is None else hooks.to_inputs(loaded.test)
@@ -237,7 +251,9 @@ def prepare_data(hooks: TaskHooks, config, data: Path | None) -> RunData:
         x_train=hooks.to_inputs(loaded.images[train_idx]), y_train=loaded.labels[train_idx],
         x_val=hooks.to_inputs(loaded.images[val_idx]), y_val=loaded.labels[val_idx], x_test=test,
         y_test=known_test_labels(loaded.test_path, loaded.test, hooks.info.label_shape), cleaning=loaded.cleaning,
-        test_fingerprint=None if loaded.test is None else fingerprint(loaded.test))
+        test_fingerprint=None if loaded.test is None else fingerprint(loaded.test), val_index=val_idx,
+        split={"folds": d.folds, "fold": d.fold, "split_seed": split_seed, "rows": len(assignment),
+               "assignment_sha256": fingerprint(assignment), "train_sha256": fingerprint(loaded.images, loaded.labels)})
     counts = run_data.samples()
     rt.log(f"{hooks.info.name}: {counts['train']} training, {counts['validation']} validation, "
            f"{counts['test']} test images")
@@ -307,6 +323,17 @@ class Trained:
     records: list[dict]
 
 
+def budget_shares(budget_s: float | None, count: int,
+                  clock: Callable[[], float] = time.monotonic) -> Iterator[tuple[int, float | None]]:
+    """(index, seconds) for `count` parts trained one after another within one budget (members, folds): each
+    part gets an equal share of the time left when it starts, at least a second (None without a budget), so a
+    part that stops early or was already done leaves its time to the others. `clock` counts the time spent:
+    the wall clock for members, the folds' training seconds for folds (their predictions aside)."""
+    deadline = Deadline(budget_s, clock=clock)
+    for index in range(count):
+        yield index, None if budget_s is None else round(max(deadline.remaining() / (count - index), 1.0), 1)
+
+
 def member_config(config, index: int, budget_s: float | None):
     """Member `index` of several: seed + index, its share of the budget, and `members=1`, so its folder's
     resume signature does not depend on how many members the run has."""
@@ -317,11 +344,9 @@ def train_members(hooks: TaskHooks, config, runtime, data: RunData, out_dir: Pat
     """Train `training.members` models into `out_dir` (one) or `out_dir/member_<k>/` (several, each resumable
     on its own), with the run's split and time budget: each member gets an equal share of the time left."""
     count = config.training.members
-    deadline = Deadline(config.run.budget_s)
     plans, phases, records, folders = [], [], [], []
-    for index in range(count):
+    for index, share in budget_shares(config.run.budget_s, count):
         folder = f"member_{index}" if count > 1 else ""
-        share = None if config.run.budget_s is None else round(max(deadline.remaining(), 1.0) / (count - index), 1)
         settings = member_config(config, index, share) if count > 1 else config
         if count > 1:
             rt.set_seed(settings.training.seed)
@@ -342,6 +367,92 @@ def train_members(hooks: TaskHooks, config, runtime, data: RunData, out_dir: Pat
         plan.train = plan.val = None  # the batches (augmented copies of the training set) are not needed again
     plan = plans[0] if count == 1 else dataclasses.replace(plans[0], model=MemberAverage([p.model for p in plans]))
     return Trained(plan, phases, tuple(str(Path(f) / MODEL_FILE) for f in folders), tuple(folders), records)
+
+
+# --- folds: K runs on the K folds of one partition, then their ensemble ------------------------------------
+
+
+def run_folds(task: str, data: Path | None, out_dir: Path, profile: str, *, overrides=None,
+              provenance: dict | None = None) -> dict:
+    """Train fold k of `data.folds` into `out_dir/fold_<k>/` for every k, one after another (each an ordinary
+    run, resumable on its own; a fold already finished with the same settings is not trained again), each with
+    an equal share of the training time left (`budget_shares`, as members: `budget_s` is the folds' training
+    time together, their predictions aside); then their ensemble into `out_dir`: the
+    averaged test probabilities, post-processing chosen on the out-of-fold predictions, the OOF score under
+    `oof` of metrics.json. With `members=M` every fold trains M members. Returns the metrics dict."""
+    from an2dl_kit.files import write_json
+    from an2dl_kit.inference.ensemble import combine
+    from an2dl_kit.tasks import resolve_config
+
+    started = time.monotonic()
+    hooks, config = hooks_for(task), resolve_config(task, profile, overrides)
+    out_dir, count = Path(out_dir), config.data.folds
+    folds: list[dict] = []
+    trained = [0.0]  # training seconds (metrics.json's) of the folds trained in this call: the budget they share
+    for index, share in budget_shares(config.run.budget_s, count, clock=lambda: trained[0]):
+        settings = {**_overrides_dict(overrides), "fold": index, **({} if share is None else {"budget_s": share})}
+        folder = out_dir / f"fold_{index}"
+        done = finished_run(folder, resolve_config(task, profile, settings))
+        rt.log(f"{task}: fold {index} of {count} in {folder}: " + ("already done" if done else
+                                                                     f"budget {share} s" if share else "no budget"))
+        folds.append(done or run(task, data, folder, profile, overrides=settings, provenance=provenance))
+        trained[0] += 0.0 if done else folds[-1]["seconds"]["training"]
+    ensemble = combine(task, [out_dir / f"fold_{k}" for k in range(count)], out_dir, "uniform", data)
+    metrics = fold_set_record(hooks, config, profile=profile, overrides=overrides, provenance=provenance,
+                              folds=folds, ensemble=ensemble, seconds=time.monotonic() - started)
+    write_json(out_dir / METRICS_JSON, metrics)
+    rt.log(f"{task}: {count} folds and their ensemble done in {metrics['seconds']['total']:.0f} s")
+    return metrics
+
+
+def finished_run(folder: Path, config) -> dict | None:
+    """The metrics.json of a run finished in `folder` with `config` (its `run` settings aside, which change no
+    result), every file it lists still there; else None."""
+    import json
+
+    try:
+        saved = json.loads((folder / METRICS_JSON).read_text())
+    except (OSError, ValueError):
+        return None
+    wanted = {group: value for group, value in cfg.as_dict(config).items() if group != "run"}
+    same = {group: value for group, value in (saved.get("config") or {}).items() if group != "run"} == wanted
+    return saved if same and all((folder / name).exists() for name in saved.get("files", [])) else None
+
+
+def fold_set_record(hooks: TaskHooks, config, *, profile: str, overrides, provenance: dict | None,
+                    folds: list[dict], ensemble: dict, seconds: float) -> dict:
+    """metrics.json of a fold set (`METRICS_KEYS`): `validation` and `validation_tta` are out-of-fold scores
+    without and with the configured views (pooled from the folds' confusion matrices), `oof` the ensemble's OOF
+    record of the submitted predictions with each fold's views and test score, `test_tta` the fold ensemble's
+    test scores; `test` stays null (no identity-view probabilities are kept)."""
+    from an2dl_kit.metrics import CONFUSION_SCORERS
+
+    task, score, first = hooks.info.name, hooks.info.score, folds[0]
+    pooled = {key: CONFUSION_SCORERS[task](sum(np.asarray(f[key]["confusion_matrix"]) for f in folds))
+              for key in ("validation", "validation_tta")}
+    tests = {member["fold"]: member["test"] for member in ensemble["members"]}
+    oof = {**ensemble["oof"], "per_fold": [
+        {**entry, "views": folds[entry["fold"]]["tta"]["views"],
+         "test": None if tests[entry["fold"]] is None else tests[entry["fold"]][score]}
+        for entry in ensemble["oof"]["per_fold"]]}
+    views = list(dict.fromkeys(view for fold in folds for view in fold["tta"]["views"]))
+    record = {
+        "schema": SCHEMA_VERSION, "task": task, "profile": profile, "overrides": _overrides_dict(overrides),
+        "config": cfg.as_dict(config), "provenance": provenance or {}, "runtime": first["runtime"],
+        "versions": first["versions"], "machine": _machine(),
+        "samples": {"train": oof["of"], "validation": oof["images"], "test": first["samples"]["test"]},
+        "cleaning": first["cleaning"], "split": {**first["split"], "fold": None}, "model": first["model"],
+        "phases": [phase for fold in folds for phase in fold["phases"]], **pooled,
+        "tta": {"configured": first["tta"]["configured"], "views": views,
+                "gain": pooled["validation_tta"][score] - pooled["validation"][score], "selection": {}},
+        "postprocess": oof["postprocess"], "test": None, "test_tta": ensemble["test"], "members": [], "oof": oof,
+        "details": {"folds": [fold["details"] for fold in folds]},
+        "seconds": {"training": round(sum(fold["seconds"]["training"] for fold in folds), 2),
+                    "total": round(seconds, 2)},
+        "files": [*ensemble["files"], METRICS_JSON],
+    }
+    assert tuple(record) == METRICS_KEYS
+    return record
 
 
 # --- prediction ------------------------------------------------------------------------------------------
@@ -428,7 +539,7 @@ def evaluate(hooks: TaskHooks, config, plan: TrainingPlan, data: RunData, sink=N
     chosen_scores = validation_tta if views == configured else validation
     postprocess = hooks.choose_postprocess(config, data.y_val, merged, chosen_scores)
     results = Results(validation, validation_tta, views, hooks.to_labels(merged, config, postprocess),
-                      postprocess=postprocess, selection=selection, members=members)
+                      postprocess=postprocess, selection=selection, members=members, val_probs=merged)
     if data.x_test is None:
         return results
     plain, submitted = [], []
@@ -447,21 +558,35 @@ def evaluate(hooks: TaskHooks, config, plan: TrainingPlan, data: RunData, sink=N
 
 
 def evaluate_and_keep(hooks: TaskHooks, config, trained: Trained, data: RunData, out_dir: Path) -> Results:
-    """`evaluate`, streaming the submitted test probabilities into `test_probs.npz` with what an ensemble
-    needs to weigh and check them: the validation score of the submitted predictions, views, model files."""
+    """`evaluate`, streaming the submitted test probabilities into `test_probs.npz`, then the validation
+    probabilities of the same views, with their indices and labels, into `val_probs.npz`; both with what an
+    ensemble needs to weigh and check them: the validation score of the submitted predictions, views, model
+    files, the split's record and the inference settings (fold ensembles choose post-processing with them)."""
     from an2dl_kit.inference.probabilities import writer
 
-    if data.x_test is None:
-        return dataclasses.replace(evaluate(hooks, config, trained.plan, data), model_files=trained.model_files)
     encoding = encoding_for(hooks.info, hooks.dense)
-    with writer(out_dir / PROBS_FILE, task=hooks.info.name, encoding=encoding, rows=len(data.x_test),
-                item_shape=hooks.info.label_shape, test_fingerprint=data.test_fingerprint) as sink:
-        results = dataclasses.replace(evaluate(hooks, config, trained.plan, data, sink=sink),
-                                      model_files=trained.model_files)
-        chosen = results.validation if results.views == ("identity",) else results.validation_tta
-        sink.meta.update(score=hooks.info.score, validation=chosen[hooks.info.score], views=list(results.views),
-                         models=list(results.model_files))
+    shape = {"task": hooks.info.name, "encoding": encoding, "item_shape": hooks.info.label_shape}
+    if data.x_test is None:
+        results = dataclasses.replace(evaluate(hooks, config, trained.plan, data), model_files=trained.model_files)
+    else:
+        with writer(out_dir / PROBS_FILE, rows=len(data.x_test), test_fingerprint=data.test_fingerprint,
+                    **shape) as sink:
+            results = dataclasses.replace(evaluate(hooks, config, trained.plan, data, sink=sink),
+                                          model_files=trained.model_files)
+            sink.meta.update(kept_meta(hooks, config, data, results))
+    with writer(out_dir / VAL_PROBS_FILE, rows=len(data.y_val), index=data.val_index, labels=data.y_val,
+                **shape) as sink:
+        sink.write(results.val_probs)
+        sink.meta.update(kept_meta(hooks, config, data, results))
     return results
+
+
+def kept_meta(hooks: TaskHooks, config, data: RunData, results: Results) -> dict:
+    """What both probability files record of the run beyond the probabilities."""
+    chosen = results.validation if results.views == ("identity",) else results.validation_tta
+    return {"score": hooks.info.score, "validation": chosen[hooks.info.score], "views": list(results.views),
+            "models": list(results.model_files), "split": data.split,
+            "inference": cfg.as_dict(config)["inference"]}
 
 
 # --- records and summaries ---------------------------------------------------------------------------------
@@ -475,23 +600,26 @@ def metrics_record(hooks: TaskHooks, config, *, profile: str, overrides, provena
     from an2dl_kit.inference.tta import resolve_views
 
     score = hooks.info.score
-    load = dict(zip(("1min", "5min", "15min"), np.round(os.getloadavg(), 2).tolist(), strict=True))
     record = {
         "schema": SCHEMA_VERSION, "task": hooks.info.name, "profile": profile,
         "overrides": _overrides_dict(overrides), "config": cfg.as_dict(config), "provenance": provenance or {},
-        "runtime": runtime.as_dict(), "versions": rt.library_versions(),
-        "machine": {"cpu_count": os.cpu_count(), "load_average": load},
-        "samples": data.samples(), "cleaning": data.cleaning, "model": plan.model_info,
+        "runtime": runtime.as_dict(), "versions": rt.library_versions(), "machine": _machine(),
+        "samples": data.samples(), "cleaning": data.cleaning, "split": data.split, "model": plan.model_info,
         "phases": [phase.summary() for phase in phases],
         "validation": results.validation, "validation_tta": results.validation_tta,
         "tta": {"configured": list(resolve_views(config.inference.tta)), "views": list(results.views),
                 "gain": results.validation_tta[score] - results.validation[score], "selection": results.selection},
         "postprocess": results.postprocess, "test": results.test, "test_tta": results.test_tta,
         "members": [{**record, **scores} for record, scores in zip(members, results.members, strict=True)],
-        "details": plan.details(), "seconds": {k: round(v, 2) for k, v in seconds.items()}, "files": files,
+        "oof": None, "details": plan.details(), "seconds": {k: round(v, 2) for k, v in seconds.items()}, "files": files,
     }
     assert tuple(record) == METRICS_KEYS
     return record
+
+
+def _machine() -> dict:
+    load = dict(zip(("1min", "5min", "15min"), np.round(os.getloadavg(), 2).tolist(), strict=True))
+    return {"cpu_count": os.cpu_count(), "load_average": load}
 
 
 def _overrides_dict(overrides) -> dict:
@@ -502,15 +630,22 @@ def _overrides_dict(overrides) -> dict:
 
 
 def summary_lines(hooks: TaskHooks, metrics: dict) -> list[str]:
-    """What `an2dl train` prints: validation with and without TTA, the gain, test scores when known."""
-    lines = [hooks.score_line("validation", metrics["validation"]),
-             hooks.score_line("validation+TTA", metrics["validation_tta"]),
+    """What `an2dl train` prints: validation with and without TTA (out of fold for a fold set, with the OOF
+    line), the gain, test scores when known."""
+    folded = metrics.get("oof") is not None
+    name = "OOF" if folded else "validation"
+    lines = [hooks.score_line(name, metrics["validation"]),
+             hooks.score_line(f"{name}+TTA", metrics["validation_tta"]),
              f"TTA gain {metrics['tta']['gain']:+.4f} ({len(metrics['tta']['configured'])} views); "
              f"submitted with {', '.join(metrics['tta']['views'])}" + _selection_text(metrics["tta"]["selection"])
              + "".join(f"; {k} {v:.4g}" for k, v in metrics["postprocess"].items())]
-    if metrics["test"] is not None:
-        lines += [hooks.score_line("test", metrics["test"]), hooks.score_line("test+TTA", metrics["test_tta"])]
-    return lines
+    if folded:
+        from an2dl_kit.inference.ensemble import oof_line
+
+        lines.append(oof_line(metrics["oof"]))
+    labels = {"test": "test", "test_tta": "ensemble test" if folded else "test+TTA"}
+    return lines + [hooks.score_line(label, metrics[key]) for key, label in labels.items()
+                    if metrics.get(key) is not None]
 
 
 def _selection_text(selection: dict) -> str:
