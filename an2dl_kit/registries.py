@@ -68,6 +68,9 @@ CELLS_AUGMENTATIONS: Registry[str | None] = Registry("cells augmentation", {
     # Most images shifted and degraded: for pretrained backbones with hours of GPU training.
     "robust_strong": "an2dl_kit.augment.cells:robust_strong_pipeline",
 })
+# Per-image colour normalisation at the model's input (`models.colour.ColourNormalization`; "none": no layer).
+COLOUR_NORMALIZATIONS: Registry[None] = Registry("colour normalisation",
+                                                 dict.fromkeys(("none", "grey_world", "opponent")))
 MARS_AUGMENTATIONS: Registry[str | None] = Registry("mars augmentation", {
     "none": None,
     "light": "an2dl_kit.augment.mars:light_pipeline",

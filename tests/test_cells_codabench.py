@@ -12,7 +12,6 @@ import zipfile
 import numpy as np
 import pytest
 
-from an2dl_kit import errors, registry
 from an2dl_kit.inference import codabench, tta
 from an2dl_kit.models.cells import build_classifier
 
@@ -37,9 +36,12 @@ def saved_model(tmp_path_factory):
     return model, path
 
 
-def test_model_source_embeds_the_tta_module_and_its_registry_verbatim_less_kit_imports():
+def test_model_source_embeds_the_tta_adaptation_and_colour_modules_verbatim_less_kit_imports():
     source = codabench.model_source([codabench.Member("model.keras", ("identity", "flip_lr"))])
-    for module in (errors, registry, tta):
+    assert [module.__name__ for module in codabench.INLINED] == [
+        "an2dl_kit.errors", "an2dl_kit.registry", "an2dl_kit.inference.adapt", "an2dl_kit.inference.tta",
+        "an2dl_kit.models.colour"]
+    for module in codabench.INLINED:
         kit_imports = [line for line in inspect.getsource(module).splitlines(keepends=True)
                        if line.startswith(("from an2dl_kit.", "from __future__"))]
         body = inspect.getsource(module)
@@ -47,7 +49,7 @@ def test_model_source_embeds_the_tta_module_and_its_registry_verbatim_less_kit_i
             body = body.replace(line, "")
         assert body in source, module.__name__
     assert source.count("from __future__ import annotations") == 1
-    assert "MEMBERS = (('model.keras', ('identity', 'flip_lr'), 1.0),)" in source
+    assert "MEMBERS = (('model.keras', ('identity', 'flip_lr'), 1.0, 'none', 64),)" in source
     assert "an2dl_kit" not in source.replace("an2dl_kit/errors.py", "")
     compile(source, "model.py", "exec")
 

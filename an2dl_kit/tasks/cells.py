@@ -141,7 +141,7 @@ class CellsHooks(TaskHooks):
         with runtime.scope():
             model, weights_used = models.build_classifier(
                 m.backbone, m.weights, image_size=m.image_size, head_units=m.head_units,
-                allow_random_fallback=m.allow_random_fallback)
+                allow_random_fallback=m.allow_random_fallback, colour_norm=m.colour_norm)
         info = {"name": model.name, "params": models.count_params(model), "backbone": m.backbone,
                 "weights_used": weights_used}
         return TrainingPlan(model, train, (data.x_val.astype(np.float32), onehot(data.y_val)),
@@ -180,7 +180,8 @@ class CellsHooks(TaskHooks):
         if results.test_labels is not None:
             write_cells_csv(out_dir / SUBMISSION_CSV, results.test_labels)
             files.append(SUBMISSION_CSV)
-        members = [Member(out_dir / name, results.views) for name in results.model_files]
+        members = [Member(out_dir / name, results.views, adapt=config.inference.bn_adapt,
+                          batch_size=results.batch_size) for name in results.model_files]
         write_submission_zip(out_dir / SUBMISSION_ZIP, members)
         accuracy = results.validation_tta["accuracy"]
         plots.confusion_matrix(results.validation_tta["confusion_matrix"], out_dir / CONFUSION_PNG,

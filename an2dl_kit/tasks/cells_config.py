@@ -20,7 +20,7 @@ from typing import ClassVar
 
 from an2dl_kit.config import KEEP_WEIGHTS, Inference, RunConfig, RunSettings, bounded, checked, choice, derive
 from an2dl_kit.errors import KitError
-from an2dl_kit.registries import BACKBONES, CELLS_AUGMENTATIONS
+from an2dl_kit.registries import BACKBONES, CELLS_AUGMENTATIONS, COLOUR_NORMALIZATIONS
 from an2dl_kit.registry import Registry
 
 HEAD = (512, 256, 128, 64)
@@ -58,6 +58,9 @@ class Model:
         allow_random_fallback: train from random init when the weights cannot be had (else an error).
         image_size: resize inside the model to this side (None: the native 96).
         head_units: widths of the head's Dense stack.
+        colour_norm: per-image colour normalisation at the input, a name of `registries.COLOUR_NORMALIZATIONS`
+            (`models.colour`): "none", "grey_world" (colour casts) or "opponent" (brightness, contrast, casts
+            and saturation); part of the saved model.
     """
 
     backbone: str = choice(BACKBONES)
@@ -65,6 +68,7 @@ class Model:
     allow_random_fallback: bool = False
     image_size: int | None = bounded(32, 512, default=None)
     head_units: tuple[int, ...] = HEAD
+    colour_norm: str = choice(COLOUR_NORMALIZATIONS, default="none")
 
 
 @dataclass(frozen=True, kw_only=True)
