@@ -391,8 +391,8 @@ def selection_scores(hooks: TaskHooks, config, plan: TrainingPlan, data: RunData
     if shifted is not None:
         x, y, what = shifted
         truth = np.concatenate([data.y_val, y])
-        shifted = predict_views(plan.model, x, views, hooks.dense, plan.batch_size, config.inference.bn_adapt)
-        pooled = [np.concatenate([clean, copy]) for clean, copy in zip(probabilities, shifted, strict=True)]
+        on_copies = predict_views(plan.model, x, views, hooks.dense, plan.batch_size, config.inference.bn_adapt)
+        pooled = [np.concatenate([clean, copy]) for clean, copy in zip(probabilities, on_copies, strict=True)]
         plain, merged = (hooks.scores(truth, hooks.to_labels(probs, config, {}))[score] for probs in pooled)
         described += f" + {what}"
     return {"images": described, "identity": plain, "views": merged}
