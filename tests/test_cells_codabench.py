@@ -64,16 +64,20 @@ def test_zip_holds_model_py_and_an_optimizer_free_model(saved_model, tmp_path):
     assert size < path.stat().st_size  # the Adam moments were left out
 
 
-def test_model_py_predicts_from_a_fresh_folder_without_the_kit(saved_model, tmp_path):
+@pytest.mark.parametrize("adapt", ["none", "set"])
+def test_model_py_predicts_from_a_fresh_folder_without_the_kit(saved_model, tmp_path, adapt):
     model, path = saved_model
-    zip_path = codabench.write_submission_zip(tmp_path / "submission.zip", [codabench.Member(path, "dihedral")])
-    images = np.random.default_rng(0).integers(0, 256, (5, 96, 96, 3)).astype(np.uint8)
+    zip_path = codabench.write_submission_zip(tmp_path / "submission.zip",
+                                              [codabench.Member(path, "dihedral", adapt=adapt)])
+    images = np.random.default_rng(0).integers(0, 256, (12, 96, 96, 3)).astype(np.uint8)
     report = predict_in_fresh_folder(zip_path, images, tmp_path / "fresh")
-    assert report["shape"] == [5] and report["dtype"] == "int64"
+    assert report["shape"] == [12] and report["dtype"] == "int64"
     assert not report["kit_imported"]
-    expected = tta.predict_tta(model, images, views="dihedral").argmax(axis=-1)
+    expected = tta.predict_tta(model, images, views="dihedral", adapt=adapt).argmax(axis=-1)
     assert report["labels"] == expected.tolist()
     assert report["scaled"] == expected.tolist()
+    if adapt != "none":  # the untrained model's statistics are far from its activations: adapting changes labels
+        assert report["labels"] != tta.predict_tta(model, images, views="dihedral").argmax(axis=-1).tolist()
 
 
 def predict_in_fresh_folder(zip_path, images: np.ndarray, folder) -> dict:
@@ -104,3 +108,26 @@ def test_ensemble_model_py_averages_every_member_with_its_views(saved_model, tmp
     expected = (0.7 * tta.predict_tta(model, images, views=("identity", "flip_lr"))
                 + 0.3 * tta.predict_tta(other, images, views="dihedral")).argmax(axis=-1)
     assert report["labels"] == expected.tolist()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("settings", [["bn_adapt=none"], ["bn_adapt=set", "colour_norm=opponent"],
+                                      ["bn_adapt=batch", "batch_size=8", "colour_norm=grey_world"]])
+def test_the_zip_of_a_run_predicts_exactly_its_submission_csv(settings, synthetic_dir, tmp_path):
+    """What the platform scores is what the run wrote: the same models, TTA views, BatchNorm adaptation (over
+    the whole test set, or per batch of the run's batch size) and colour normalisation, from the zip alone."""
+    from an2dl_kit.cli import main
+    from an2dl_kit.data.io import load_cells_test
+    from an2dl_kit.submission import read_cells_csv
+
+    out = tmp_path / "run"
+    overrides = [part for setting in [*settings, "tta=identity,flip_lr", "tta_select=false"]
+                 for part in ("--set", setting)]
+    assert main(["train", "cells", "--data", str(synthetic_dir), "--out", str(out), "--profile", "smoke",
+                 *overrides]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["inference"]["bn_adapt"] == settings[0].split("=")[1]
+    images = load_cells_test(synthetic_dir / "cells" / "test_set.npz")
+    report = predict_in_fresh_folder(out / "submission.zip", images, tmp_path / "fresh")
+    assert not report["kit_imported"]
+    assert report["labels"] == read_cells_csv(out / "submission.csv").tolist()
