@@ -119,8 +119,10 @@ class Augmentation:
         echo: epochs each image's per-image augmentation draw serves; the cheap batch stage (dihedral turn,
             mixing) is drawn fresh every epoch (`pipeline.Batches`). On two CPU cores the per-image stage costs
             TensorFlow's compute a tenth of its cores; echoed twice, half as much.
-        cutmix_p, mixup_p: per-batch probabilities of CutMix and MixUp.
+        cutmix_p, mixup_p: per-batch probabilities of CutMix and MixUp (both 0 with `augmix`).
         mix_both: CutMix and then MixUp, each with its own probability, instead of at most one per batch.
+        jsd_weight: with `augment=augmix`, the weight of the Jensen-Shannon consistency term between each
+            image and its two AugMix views (`losses.AugMixConsistency`; Hendrycks et al.'s lambda, 12).
     """
 
     augment: str = choice(CELLS_AUGMENTATIONS)
@@ -129,6 +131,13 @@ class Augmentation:
     cutmix_p: float = bounded(0.0, 1.0)
     mixup_p: float = bounded(0.0, 1.0)
     mix_both: bool = False
+    jsd_weight: float = bounded(0.0, 100.0, default=12.0)
+
+    def __post_init__(self):
+        if self.augment == "augmix" and (self.cutmix_p or self.mixup_p):
+            raise KitError(f"cells setting augment=augmix: set cutmix_p=0 and mixup_p=0 (now {self.cutmix_p} and "
+                           f"{self.mixup_p}): the consistency term compares three views of one image, and a mixed "
+                           "image's views would blend different partners")
 
 
 @dataclass(frozen=True, kw_only=True)
