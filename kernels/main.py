@@ -34,7 +34,7 @@ for line in environment_lines(provenance, INPUT, OUTPUT):
 from an2dl_kit.kaggle.preflight import preflight  # noqa: E402
 
 try:
-    for line in preflight(task, profile, provenance["kernel"]["accelerator"]):
+    for line in preflight(task, profile, provenance["kernel"]["accelerator"], overrides=provenance.get("overrides")):
         print(line, flush=True)
 except KitError as error:
     raise SystemExit(f"an2dl: error: {error}") from None

@@ -55,7 +55,7 @@ def test_accelerators_against_the_machine_shape(shape, gpus, ok):
 
 def test_accelerators_are_checked_on_kaggle_only_and_with_the_step(monkeypatch):
     calls = []
-    monkeypatch.setattr(pf, "training_step", lambda task, profile: calls.append(task) or "stepped")
+    monkeypatch.setattr(pf, "training_step", lambda task, profile, overrides=None: calls.append(task) or "stepped")
     assert pf.preflight("cells", "smoke", "NvidiaTeslaT4", environ={}, gpus=[]) == ["preflight: versions ok",
                                                                                     "stepped"]
     with pytest.raises(PreflightError, match="accelerator NvidiaTeslaT4: found 0 GPU"):
@@ -64,13 +64,30 @@ def test_accelerators_are_checked_on_kaggle_only_and_with_the_step(monkeypatch):
 
 
 def test_a_failing_training_step_is_named(monkeypatch):
-    def boom(task, profile):
+    def boom(task, profile, overrides=None):
         raise MemoryError("OOM when allocating tensor\nmore detail")
 
     monkeypatch.setattr(pf, "training_step", boom)
     with pytest.raises(PreflightError) as caught:
         pf.preflight("mars", "smoke", environ={})
     assert caught.value.problems == ["training step: MemoryError: OOM when allocating tensor"]
+
+
+def test_a_setting_that_needs_medmnistc_stops_preflight_when_the_package_is_missing(monkeypatch):
+    from an2dl_kit.augment import medmnist_c
+
+    steps = []
+    monkeypatch.setattr(pf, "training_step", lambda task, profile, overrides=None: steps.append(overrides) or "step")
+    monkeypatch.setattr(medmnist_c, "missing", lambda: "the medmnistc package is not installed (make medmnistc)")
+    with pytest.raises(PreflightError) as caught:
+        pf.preflight("cells", "smoke", environ={}, overrides=["augment=medmnistc"])
+    assert caught.value.problems == [
+        "cells setting augment=medmnistc: the medmnistc package is not installed (make medmnistc); Kaggle's image "
+        "has neither, and a kernel cannot install them: train this setting locally, or choose another"]
+    assert pf.preflight("cells", "smoke", environ={}) == ["preflight: versions ok", "step"]  # not needed: no check
+    monkeypatch.setattr(medmnist_c, "missing", lambda: None)
+    assert pf.preflight("cells", "smoke", environ={}, overrides=["tta_select_shift=medmnistc"])[-1] == "step"
+    assert steps == [None, ["tta_select_shift=medmnistc"]]
 
 
 @pytest.mark.parametrize("task", ["cells", "mars"])
