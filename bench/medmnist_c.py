@@ -7,10 +7,12 @@ it is the benchmark the kit did not design.
 
 Design: every test image once per corruption, its severity cycling 1..5 over the images (offset per
 corruption), as the kit's copy does, rather than every image at every severity as the package's
-`DatasetManager` does. Chosen by its cost on two cores: the copy itself is made once and cached (about a
-minute instead of five), but every trained model predicts it with its eight TTA views, once per BatchNorm
-adaptation scored: 5,280 images instead of 26,400, about 30 s instead of 2.5 minutes per model and mode.
-Every corruption is still scored on all 480 test images (96 per corruption and severity, 1,056 per severity).
+`DatasetManager` does. Chosen by its cost on two cores: the copy is made once and cached (5,280 images took
+100 s on the busy two-core machine; 26,400 would take five times that), but every trained model predicts it
+with its eight TTA views once per BatchNorm adaptation scored: 42,240 forward passes instead of 211,200 per
+model and mode, about 40 s instead of 3.5 minutes at the local model's 1,000 images per second on two busy
+cores. Every corruption is still scored on all 480 test images (96 per corruption and severity, 1,056 per
+severity, across corruptions).
 
 Deterministic: image i under corruption k is seeded with (SEED, k, i), whatever the order or machine; the
 copy is cached in the benchmark's output folder with the package version and the test set it was made from.

@@ -18,8 +18,8 @@ that its parameters are the published ones. Two uses in the kit:
 The package draws its randomness from Python's and NumPy's global generators. Every call here seeds both from
 the kit's own generator under a lock and puts their previous states back, so a seeded run repeats exactly
 whichever loader thread gets there first, and nothing else in the process sees its draws. The lock makes
-the corruptions run one at a time: about 1.5 ms of CPU per 96 px training image on average (motion blur
-through ImageMagick is most of it), 5 ms per 224 px test image.
+the corruptions run one at a time: about 1.8 ms of CPU per 96 px training image with the batched geometry
+(against 0.4 ms for `robust`; motion blur through ImageMagick is most of it).
 
 Not on Kaggle's image: the package, and ImageMagick's MagickWand library that its motion blur needs through
 `wand` (`make medmnistc` installs both here; a kernel cannot install them, so preflight stops a profile that
