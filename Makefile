@@ -34,7 +34,7 @@ PIN               ?= original
 export ACCELERATOR MARS_COMPETITION CELLS_COMPETITION CELLS_DATASETS MARS_DATASETS INTERNET PIN
 
 .PHONY: help demo test lint bench gpu-check synth bundle push-cells push-mars status wait \
-        output-cells output-mars submit scores runs quota run-cells-local run-mars-local ensemble clean medmnistc
+        output-cells output-mars submit scores runs quota run-cells-local run-mars-local ensemble clean
 
 help:
 	@echo "make demo            synthetic data -> train both tasks -> leaderboard files (DATA=DIR for real files)"
@@ -84,6 +84,7 @@ bench: $(STAMP)
 # BloodMNIST corruptions need nothing else. torch and torchvision would bring gigabytes of CUDA libraries for two
 # corruptions BloodMNIST does not use, and opencv-python would overwrite the kit's headless OpenCV.
 SUDO ?=
+.PHONY: medmnistc
 medmnistc: $(STAMP)
 	$(SUDO) apt-get update -qq
 	$(SUDO) apt-get install -y -qq --no-install-recommends libmagickwand-6.q16-6 \

@@ -119,10 +119,11 @@ class Augmentation:
         echo: epochs each image's per-image augmentation draw serves; the cheap batch stage (dihedral turn,
             mixing) is drawn fresh every epoch (`pipeline.Batches`). On two CPU cores the per-image stage costs
             TensorFlow's compute a tenth of its cores; echoed twice, half as much.
-        cutmix_p, mixup_p: per-batch probabilities of CutMix and MixUp (both 0 with `augmix`).
+        cutmix_p, mixup_p: per-batch probabilities of CutMix and MixUp.
         mix_both: CutMix and then MixUp, each with its own probability, instead of at most one per batch.
         jsd_weight: with `augment=augmix`, the weight of the Jensen-Shannon consistency term between each
-            image and its two AugMix views (`losses.AugMixConsistency`; Hendrycks et al.'s lambda, 12).
+            image and its two AugMix views (`losses.AugMixConsistency`; Hendrycks et al.'s lambda, 12); AugMix
+            needs `cutmix_p` and `mixup_p` at 0.
     """
 
     augment: str = choice(CELLS_AUGMENTATIONS)
