@@ -28,6 +28,16 @@ def test_without_the_package_the_benchmark_prints_one_line_and_skips_the_copy(mo
                                        "installed (make medmnistc)\n")
 
 
+def test_without_the_package_the_augmentation_is_a_kit_error_before_training(monkeypatch):
+    from an2dl_kit.augment.cells import CellsAugment
+    from an2dl_kit.errors import KitError
+
+    monkeypatch.setattr(medmnist_c, "missing", lambda: "the medmnistc package is not installed (make medmnistc)")
+    monkeypatch.setattr(medmnist_c, "blood_corruptions", medmnist_c.blood_corruptions.__wrapped__)  # uncached
+    with pytest.raises(KitError, match="MedMNIST-C corruptions: the medmnistc package is not installed"):
+        CellsAugment("medmnistc")
+
+
 @needs_package
 def test_the_blood_corruptions_are_the_packages_eleven_without_torchvision():
     assert tuple(medmnist_c.blood_corruptions()) == BLOOD

@@ -323,6 +323,7 @@ def image_stages(pipeline: str) -> tuple[Prepare | None, Prepare | None]:
     factory = CELLS_AUGMENTATIONS.load(pipeline)
     if factory is None:
         return None, None
+    factory()  # one that cannot be built (a package missing) fails here, not later in a loader thread
     per_image = SeededCompose(factory).images
     if pipeline not in BATCH_GEOMETRY:
         return per_image, None
