@@ -142,3 +142,23 @@ def test_mixed_precision_batchnorm_adapts_in_float32():
         got = model.predict(X, verbose=0)
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, _expected(model, X, _batch), rtol=2e-2, atol=2e-2)
+
+
+def test_batchnorm_inside_a_custom_layer_is_found_and_adapted():
+    from an2dl_kit.models.mars import build_enhanced_unet
+
+    model = build_enhanced_unet((16, 32, 1), 5, 0.25)
+
+    def walk(layer):  # what `.layers` shows: models inside models, not a custom layer's own sublayers
+        yield layer
+        for child in getattr(layer, "layers", []):
+            yield from walk(child)
+
+    visible = [layer for layer in walk(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    layers = adapt.batchnorm_layers(model)
+    assert len(layers) > len(visible)
+    hidden = next(layer for layer in layers if layer not in visible)
+    images = np.random.default_rng(0).uniform(0, 255, (6, 16, 32, 1)).astype(np.float32)
+    with adapt.adapted(model, "set", images):
+        assert not np.allclose(np.array(hidden.moving_mean), 0.0)
+    assert np.allclose(np.array(hidden.moving_mean), 0.0)  # a fresh model's statistics, back in place

@@ -54,16 +54,12 @@ def keras_models(model) -> list:
 
 
 def batchnorm_layers(model) -> list:
-    """Every BatchNormalization layer of `model`, nested models (a backbone) included, in layer order."""
+    """Every BatchNormalization layer of `model`, those of nested models (a backbone) and inside custom layers
+    (the Mars U-Net's blocks) included: Keras' own walk over tracked sublayers."""
     import keras
 
-    found, stack = [], keras_models(model)[::-1]
-    while stack:
-        layer = stack.pop()
-        if isinstance(layer, keras.layers.BatchNormalization):
-            found.append(layer)
-        stack.extend(getattr(layer, "layers", [])[::-1])
-    return found
+    return [layer for keras_model in keras_models(model) for layer in keras_model._flatten_layers()
+            if isinstance(layer, keras.layers.BatchNormalization)]
 
 
 def describe(model, mode: str) -> str:
