@@ -66,6 +66,7 @@ help:
 	@echo "                   CELLS_COMPETITION CELLS_DATASETS MARS_DATASETS INTERNET=$(INTERNET) PIN=$(PIN)"
 	@echo "make gpu-check       train each kaggle profile a few steps on synthetic data: step time, img/s, memory"
 	@echo "make cpu-image-check both smoke kernels, bundled, in a venv of tensorflow-cpu and the image's libraries"
+	@echo "make medmnistc       MedMNIST-C's corruptions for bench.cells_robustness and augment=medmnistc [SUDO=sudo]"
 
 $(STAMP): pyproject.toml constraints/kaggle-gpu.txt
 	$(PYTHON) -m venv $(VENV)
@@ -88,6 +89,22 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# MedMNIST-C (the published corrupted copy of bench.cells_robustness, augment=medmnistc): ImageMagick's MagickWand
+# library from the system's packages (its run-time library, else the -dev package medmnistc's README names), then
+# medmnistc and its wand binding without their declared dependencies, and scikit-image at medmnistc's pin: the
+# BloodMNIST corruptions need nothing else. torch and torchvision would bring gigabytes of CUDA libraries for two
+# corruptions BloodMNIST does not use, and opencv-python would overwrite the kit's headless OpenCV.
+SUDO ?=
+.PHONY: medmnistc
+medmnistc: $(STAMP)
+	$(SUDO) apt-get update -qq
+	$(SUDO) apt-get install -y -qq --no-install-recommends libmagickwand-6.q16-6 \
+		|| $(SUDO) apt-get install -y -qq --no-install-recommends libmagickwand-dev
+	$(BIN)/python -m pip install --quiet -c constraints/kaggle-gpu.txt --no-deps medmnistc wand
+	$(BIN)/python -m pip install --quiet -c constraints/kaggle-gpu.txt scikit-image==0.23.2
+	$(BIN)/python -c "from an2dl_kit.augment.medmnist_c import blood_corruptions; \
+		print('medmnistc:', len(blood_corruptions()), 'BloodMNIST corruptions ready')"
 
 gpu-check: $(STAMP)
 	$(BIN)/python -m bench.gpu_check

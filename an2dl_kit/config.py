@@ -25,6 +25,7 @@ from typing import Any
 
 from an2dl_kit import runtime
 from an2dl_kit.errors import KitError
+from an2dl_kit.inference.adapt import ADAPTATIONS
 from an2dl_kit.registry import Registry
 
 # Which epoch's weights a run ends with (`training.fit_phase`'s `keep`): the best validation epoch, or the last.
@@ -193,10 +194,15 @@ class Inference:
     Args:
         tta: TTA views: a set of `tta.VIEW_SETS` or comma-separated view names (dense tasks undo them on the maps).
         tta_select: use the TTA views only if they do not lower the validation score (else identity alone).
+        bn_adapt: BatchNorm statistics at prediction (`inference.adapt`, Schneider et al. 2020): "none" (those of
+            training), "set" (re-estimated on all the images predicted: validation, test, a Codabench call) or
+            "batch" (each prediction batch its own). A model without BatchNorm predicts as with "none"; ConvNeXt's
+            backbone has none (its LayerNorm), so only the head's BatchNorm adapts there.
     """
 
     tta: str = checked(lambda value: _tta_views(value), allowed=lambda: _tta_allowed())
     tta_select: bool = True
+    bn_adapt: str = choice(ADAPTATIONS, default="none")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -12,6 +12,9 @@ leaderboard ignores, so learning them only teaches the network to predict a clas
 The functions are registered by name in `registries.LOSSES`. `SegmentationLoss` wraps any sum of them
 (e.g. "cce+dice") for `model.compile`; its class weights live in a variable that `AdaptiveClassWeights`
 rewrites after every epoch from the validation IoU.
+
+One classification loss lives here too: `AugMixConsistency`, the cells task's cross-entropy with AugMix's
+Jensen-Shannon consistency term.
 """
 
 from __future__ import annotations
@@ -226,3 +229,41 @@ class AdaptiveClassWeights(keras.callbacks.Callback):
         self.loss.class_weights.assign(weights)
         self.history.append([float(w) for w in weights])
         logs.update({f"weight_{k}": float(weights[k]) for k in classes})
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class AugMixConsistency(keras.losses.Loss):
+    """Cross-entropy plus AugMix's Jensen-Shannon consistency term (Hendrycks et al., ICLR 2020).
+
+    The batch holds `views` consecutive rows per image (the image, then its augmented views:
+    `augment.cells.CellsAugment`): each row's loss is its label-smoothed cross-entropy, and the first row of
+    each image also carries `weight` times the Jensen-Shannon divergence of the image's `views` predicted
+    distributions, the mean KL divergence of each from their mixture. The sample weights say which rows'
+    cross-entropy counts (the kit gives the views 0, as the paper trains cross-entropy on the plain images). A
+    validation batch of the same layout with identical views has a zero consistency term: its loss is the
+    plain cross-entropy.
+
+    Args:
+        weight: of the consistency term (the paper's lambda, 12).
+        views: consecutive rows per image, the first the image itself.
+        label_smoothing: of the cross-entropy.
+    """
+
+    def __init__(self, weight: float = 12.0, views: int = 3, label_smoothing: float = 0.0, name: str | None = None,
+                 **kwargs):
+        super().__init__(name=name or "augmix_consistency", **kwargs)
+        self.weight, self.views, self.label_smoothing = float(weight), int(views), float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        y_pred = ops.cast(y_pred, "float32")
+        entropy = keras.losses.categorical_crossentropy(ops.cast(y_true, "float32"), y_pred,
+                                                        label_smoothing=self.label_smoothing)
+        grouped = ops.reshape(ops.clip(y_pred, EPSILON, 1.0), (-1, self.views, y_pred.shape[-1]))
+        mixture = ops.mean(grouped, axis=1, keepdims=True)
+        divergence = ops.mean(ops.sum(grouped * (ops.log(grouped) - ops.log(mixture)), axis=-1), axis=1)
+        first_rows = ops.concatenate([divergence[:, None], ops.zeros_like(grouped[:, 1:, 0])], axis=1)
+        return entropy + self.weight * ops.reshape(first_rows, (-1,))
+
+    def get_config(self):
+        return {**super().get_config(), "weight": self.weight, "views": self.views,
+                "label_smoothing": self.label_smoothing}

@@ -67,7 +67,14 @@ CELLS_AUGMENTATIONS: Registry[str | None] = Registry("cells augmentation", {
     "robust": "an2dl_kit.augment.cells:robust_pipeline",
     # Most images shifted and degraded: for pretrained backbones with hours of GPU training.
     "robust_strong": "an2dl_kit.augment.cells:robust_strong_pipeline",
+    # AugMix views; in training each image comes with two of them and the loss adds their consistency term.
+    "augmix": "an2dl_kit.augment.augmix:augmix_pipeline",
+    # MedMNIST-C's own training augmentation (the medmnistc package, not on Kaggle's image: make medmnistc).
+    "medmnistc": "an2dl_kit.augment.medmnist_c:medmnistc_pipeline",
 })
+# Per-image colour normalisation at the model's input (`models.colour.ColourNormalization`; "none": no layer).
+COLOUR_NORMALIZATIONS: Registry[None] = Registry("colour normalisation",
+                                                 dict.fromkeys(("none", "grey_world", "opponent")))
 MARS_AUGMENTATIONS: Registry[str | None] = Registry("mars augmentation", {
     "none": None,
     "light": "an2dl_kit.augment.mars:light_pipeline",

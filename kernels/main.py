@@ -35,7 +35,7 @@ from an2dl_kit.kaggle.preflight import preflight  # noqa: E402
 
 try:
     for line in preflight(task, profile, provenance["kernel"]["accelerator"], input_dir=INPUT,
-                          kernel=provenance["kernel"]):
+                          kernel=provenance["kernel"], overrides=provenance.get("overrides")):
         print(line, flush=True)
 except KitError as error:
     raise SystemExit(f"an2dl: error: {error}") from None

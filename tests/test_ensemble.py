@@ -19,8 +19,9 @@ FINGERPRINT = "f" * 64
 
 
 def write_run(folder, task: str, probabilities: np.ndarray, *, validation: float = 0.5,
-              test_fingerprint: str = FINGERPRINT, models: tuple[str, ...] = ()) -> None:
-    """A run folder holding only `test_probs.npz`, written in two chunks as the runner writes it."""
+              test_fingerprint: str = FINGERPRINT, models: tuple[str, ...] = (), **meta) -> None:
+    """A run folder holding only `test_probs.npz`, written in two chunks as the runner writes it (`meta`: more
+    of what the runner records, e.g. its BatchNorm adaptation and batch size)."""
     info = {"cells": CELLS, "mars": MARS}[task]
     with writer(folder / PROBS_FILE, task=task, encoding=encoding_for(info, task == "mars"),
                 rows=len(probabilities), item_shape=info.label_shape, test_fingerprint=test_fingerprint) as sink:
@@ -28,7 +29,7 @@ def write_run(folder, task: str, probabilities: np.ndarray, *, validation: float
         sink.write(probabilities[:half])
         sink.write(probabilities[half:])
         sink.meta.update(score=info.score, validation=validation, views=["identity", "flip_lr"],
-                         models=list(models))
+                         models=list(models), **meta)
 
 
 def mars_maps(pixels: dict[int, float], background: float = 0.0) -> np.ndarray:
@@ -158,14 +159,16 @@ def test_cells_ensemble_writes_labels_and_a_zip_of_every_member(tiny_models, tmp
     probs_b = np.eye(8, dtype=np.float32)[[0, 5, 5, 5]] * 0.6 + 0.4 / 8
     probs_b[2, 2] = 0.5  # image 2: (0.74 + 0.5) / 2 for class 2 beats (0.04 + 0.65) / 2 for 5
     write_run(a, "cells", probs_a, models=("model.keras",))
-    write_run(b, "cells", probs_b, models=("model.keras",))
+    write_run(b, "cells", probs_b, models=("model.keras",), inference={"bn_adapt": "set"}, batch_size=32)
     record = ensemble.ensemble("cells", [a, b], tmp_path / "out")
     assert read_cells_csv(tmp_path / "out" / "submission.csv").tolist() == [0, 1, 2, 3]
     assert record["files"] == ["submission.csv", "submission.zip", "metrics.json"]
     with zipfile.ZipFile(tmp_path / "out" / "submission.zip") as archive:
         assert sorted(archive.namelist()) == ["model.py", "model_0.keras", "model_1.keras"]
         source = archive.read("model.py").decode()
-    assert "('model_0.keras', ('identity', 'flip_lr'), 0.5)" in source
+    # A run written before BatchNorm adaptation existed predicts as it did; the other keeps its adaptation.
+    assert "('model_0.keras', ('identity', 'flip_lr'), 0.5, 'none', 64)" in source
+    assert "('model_1.keras', ('identity', 'flip_lr'), 0.5, 'set', 32)" in source
 
 
 def test_cells_ensemble_without_the_models_is_refused(tmp_path):

@@ -80,7 +80,7 @@ def test_fake_versions_stand_in_for_a_fake_metadata_table(metadata):
 
 def test_tensorflow_from_tensorflow_cpu_passes_and_is_named(metadata, monkeypatch):
     metadata(tensorflow=None, **{"tensorflow-cpu": ("2.20.0", ["tensorflow"])})
-    monkeypatch.setattr(pf, "training_step", lambda task, profile: "stepped")
+    monkeypatch.setattr(pf, "training_step", lambda task, profile, overrides=None: "stepped")
     lines = pf.preflight("cells", "smoke", environ={})
     assert lines == ["preflight: versions ok: tensorflow 2.20.0 (tensorflow-cpu), keras 3.13.2, numpy 2.0.2, "
                      "pandas 2.2.2, albumentations 2.0.8, matplotlib 3.10.9", "stepped"]
@@ -137,7 +137,7 @@ def test_accelerators_against_the_machine_shape(shape, gpus, ok):
 
 def test_accelerators_are_checked_on_kaggle_only_and_with_the_step(monkeypatch):
     calls = []
-    monkeypatch.setattr(pf, "training_step", lambda task, profile: calls.append(task) or "stepped")
+    monkeypatch.setattr(pf, "training_step", lambda task, profile, overrides=None: calls.append(task) or "stepped")
     lines = pf.preflight("cells", "smoke", "NvidiaTeslaT4", environ={}, gpus=[])
     assert lines[0].startswith("preflight: versions ok: tensorflow ") and lines[1:] == ["stepped"]
     with pytest.raises(PreflightError, match="accelerator NvidiaTeslaT4: found 0 GPU"):
@@ -146,13 +146,31 @@ def test_accelerators_are_checked_on_kaggle_only_and_with_the_step(monkeypatch):
 
 
 def test_a_failing_training_step_is_named(monkeypatch):
-    def boom(task, profile):
+    def boom(task, profile, overrides=None):
         raise MemoryError("OOM when allocating tensor\nmore detail")
 
     monkeypatch.setattr(pf, "training_step", boom)
     with pytest.raises(PreflightError) as caught:
         pf.preflight("mars", "smoke", environ={})
     assert caught.value.problems == ["training step: MemoryError: OOM when allocating tensor"]
+
+
+def test_a_setting_that_needs_medmnistc_stops_preflight_when_the_package_is_missing(monkeypatch):
+    from an2dl_kit.augment import medmnist_c
+
+    steps = []
+    monkeypatch.setattr(pf, "training_step", lambda task, profile, overrides=None: steps.append(overrides) or "step")
+    monkeypatch.setattr(medmnist_c, "missing", lambda: "the medmnistc package is not installed (make medmnistc)")
+    with pytest.raises(PreflightError) as caught:
+        pf.preflight("cells", "smoke", environ={}, overrides=["augment=medmnistc"])
+    assert caught.value.problems == [
+        "cells setting augment=medmnistc: the medmnistc package is not installed (make medmnistc); Kaggle's image "
+        "has neither, and a kernel cannot install them: train this setting locally, or choose another"]
+    lines = pf.preflight("cells", "smoke", environ={})  # not needed: no check
+    assert lines[0].startswith("preflight: versions ok: ") and lines[1:] == ["step"]
+    monkeypatch.setattr(medmnist_c, "missing", lambda: None)
+    assert pf.preflight("cells", "smoke", environ={}, overrides=["tta_select_shift=medmnistc"])[-1] == "step"
+    assert steps == [None, ["tta_select_shift=medmnistc"]]
 
 
 @pytest.mark.parametrize("task", ["cells", "mars"])

@@ -15,18 +15,20 @@ from an2dl_kit import registries, task
 from an2dl_kit.data import inspect as data_inspect
 from an2dl_kit.data import synth
 from an2dl_kit.errors import KitError
-from an2dl_kit.inference import tta
+from an2dl_kit.inference import adapt, tta
 from an2dl_kit.registry import Registry, resolve_reference
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = {name: value for name, value in vars(registries).items() if isinstance(value, Registry)}
 EVERY_REGISTRY = {**{f"registries.{name}": table for name, table in TABLES.items()},
                   "task.TASKS": task.TASKS, "tta.VIEWS": tta.VIEWS, "tta.VIEW_SETS": tta.VIEW_SETS,
+                  "adapt.ADAPTATIONS": adapt.ADAPTATIONS,
                   "synth.SIZES": synth.SIZES, "inspect.SUMMARIZERS": data_inspect.SUMMARIZERS}
 
 
 def test_the_registries_module_holds_every_builder_table():
-    assert set(TABLES) == {"BACKBONES", "ARCHITECTURES", "LOSSES", "CELLS_AUGMENTATIONS", "MARS_AUGMENTATIONS"}
+    assert set(TABLES) == {"BACKBONES", "ARCHITECTURES", "LOSSES", "CELLS_AUGMENTATIONS", "MARS_AUGMENTATIONS",
+                           "COLOUR_NORMALIZATIONS"}
 
 
 @pytest.mark.parametrize("where", sorted(EVERY_REGISTRY))

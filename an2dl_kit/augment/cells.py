@@ -11,6 +11,10 @@ Pipelines (the factories `registries.CELLS_AUGMENTATIONS` names):
   contrast, saturation, hue, gamma, grey), then up to two degradations from blur, JPEG, pixelation/downscale,
   noise, and stain- and bubble-like artefacts (`Stains`, `Bubbles`). `robust_strong`: the same with most
   images shifted and degraded.
+- `medmnistc`: MedMNIST-C's own training augmentation (`augment.medmnist_c`), in the same batched geometry.
+- `augmix`: AugMix views (`augment.augmix`) in the same batched geometry; in training (`CellsAugment`) each
+  image comes as a triplet, itself and two AugMix views of it, for the Jensen-Shannon consistency term of
+  `losses.AugMixConsistency`.
 - `none`: identity.
 
 Batch-level CutMix and MixUp (`cutmix`, `mixup`) act on one-hot labels after the per-image pipeline: at most
@@ -306,7 +310,10 @@ def random_dihedral(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 # as albumentations' Affine first and SquareSymmetry first (every other op is orientation-free) at a fraction
 # of their cost, which was mostly per-image call overhead: with them, albumentations took 1.09 CPU-s of an
 # epoch of 2,144 images, against TensorFlow's ~5 on two saturated cores (`bench.hardware_pipeline`).
-BATCH_GEOMETRY = ("robust", "robust_strong")
+BATCH_GEOMETRY = ("robust", "robust_strong", "medmnistc", "augmix")
+# Pipelines trained on triplets (the image and two augmented views, consecutive rows) with a consistency loss.
+CONSISTENCY_PIPELINES = ("augmix",)
+VIEWS_PER_IMAGE = 3
 
 
 def image_stages(pipeline: str) -> tuple[Prepare | None, Prepare | None]:
@@ -316,10 +323,23 @@ def image_stages(pipeline: str) -> tuple[Prepare | None, Prepare | None]:
     factory = CELLS_AUGMENTATIONS.load(pipeline)
     if factory is None:
         return None, None
+    factory()  # one that cannot be built (a package missing) fails here, not later in a loader thread
     per_image = SeededCompose(factory).images
     if pipeline not in BATCH_GEOMETRY:
         return per_image, None
     return (lambda images, rng: per_image(random_affine(images, rng), rng)), random_dihedral
+
+
+def triplet_stage(pipeline: str) -> Prepare:
+    """The per-image stage of a `CONSISTENCY_PIPELINES` member in training: (N, H, W, C) -> (N, 3, H, W, C),
+    each image (after `random_affine`) followed by two views of it through the pipeline."""
+    per_image = SeededCompose(CELLS_AUGMENTATIONS.load(pipeline)).images
+
+    def triplets(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        base = random_affine(images, rng)
+        return np.stack([base, per_image(base, rng), per_image(base, rng)], axis=1)
+
+    return triplets
 
 
 def image_augmenter(pipeline: str) -> Prepare:
@@ -392,6 +412,13 @@ class CellsAugment:
     Images are float32 when the run mixes batches (blends), else uint8: a quarter of the bytes to hand over to
     the model, which casts them itself (`bench.hardware_pipeline`).
 
+    With a `CONSISTENCY_PIPELINES` pipeline (AugMix) `prepare` makes triplets (`triplet_stage`) and the batch
+    holds 3N rows, each image then its two views; the labels repeat; the sample weights are 3x the image's
+    class weight on its own row and 0 on its views (Keras averages over all 3N rows, so the cross-entropy of
+    the plain images keeps its scale, the views add only the consistency term, and the metrics count each
+    image once); BatchNorm sees the images and their views together, as in the paper. CutMix and MixUp are
+    refused there: a mixed image's three views would blend different partners and labels.
+
     Args:
         pipeline: a name in `registries.CELLS_AUGMENTATIONS` (an unknown name is a `KitError`); its stages as
             `image_stages` splits them: `prepare` (per image) and the batch stage this transform applies.
@@ -401,24 +428,44 @@ class CellsAugment:
         cutmix_p, mixup_p: per-batch probabilities of CutMix and of MixUp.
         mix_both: CutMix then MixUp, each drawn on its own, instead of at most one per batch.
         num_classes: width of the one-hot labels.
+        group: with triplets, the images of a batch are cut to a multiple of this (pass the replica count:
+            under a distribution strategy every replica must receive whole triplets).
     """
 
     def __init__(self, pipeline: str = "robust", class_weights: np.ndarray | None = None,
                  cutmix_p: float = 0.0, mixup_p: float = 0.0, num_classes: int = CELLS.num_classes,
-                 mix_both: bool = False):
+                 mix_both: bool = False, group: int = 1):
         self.pipeline = pipeline
         self.prepare, self.finish = image_stages(pipeline)
+        self.triplets = pipeline in CONSISTENCY_PIPELINES
+        if self.triplets:
+            if cutmix_p or mixup_p:
+                raise ValueError(f"{pipeline}: CutMix and MixUp must be off (a mixed image's views would blend "
+                                 "different partners)")
+            self.prepare = triplet_stage(pipeline)
         self.class_weights = (np.ones(num_classes, np.float32) if class_weights is None
                               else np.asarray(class_weights, np.float32))
         self.cutmix_p, self.mixup_p, self.mix_both = cutmix_p, mixup_p, mix_both
-        self.num_classes = num_classes
+        self.num_classes, self.group = num_classes, max(int(group), 1)
 
     def __call__(self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator):
+        if self.triplets:
+            return self._triplets(x, y, rng)
         images = x if self.finish is None else self.finish(x, rng)
         onehot = np.eye(self.num_classes, dtype=np.float32)[np.asarray(y).reshape(-1)]
         if self.cutmix_p or self.mixup_p:
             images, onehot = mix_batch(images, onehot, rng, self.cutmix_p, self.mixup_p, self.mix_both)
         return images, onehot, onehot @ self.class_weights
+
+    def _triplets(self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator):
+        keep = len(x) - len(x) % self.group
+        x, y = x[:keep], np.asarray(y).reshape(-1)[:keep]
+        images = x.reshape(-1, *x.shape[2:])  # image, view, view, next image...
+        images = images if self.finish is None else self.finish(images, rng)
+        onehot = np.eye(self.num_classes, dtype=np.float32)[y]
+        weights = np.zeros((len(y), VIEWS_PER_IMAGE), np.float32)
+        weights[:, 0] = VIEWS_PER_IMAGE * (onehot @ self.class_weights)
+        return images, np.repeat(onehot, VIEWS_PER_IMAGE, axis=0), weights.reshape(-1)
 
 
 def preview(images: np.ndarray, pipeline: str, copies: int = 6, seed: int = 0) -> np.ndarray:

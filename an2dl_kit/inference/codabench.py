@@ -6,9 +6,12 @@ An ensemble (several members of one run, or `an2dl ensemble` over runs) is one z
 its own TTA views and weight, their weighted mean probabilities arg-maxed.
 
 `model.py` is self-contained (NumPy and Keras only, no import of this kit): it is written from the sources
-of `an2dl_kit.errors`, `an2dl_kit.registry` and `an2dl_kit.inference.tta` (the TTA and the registry its views live
-in), copied verbatim less their imports of each other, followed by the `Model` class, so the submission
-runs exactly the test-time augmentation the run validated.
+of `an2dl_kit.errors`, `an2dl_kit.registry`, `an2dl_kit.inference.adapt`, `an2dl_kit.inference.tta` (the TTA,
+the BatchNorm adaptation and the registry their names live in) and `an2dl_kit.models.colour` (the one custom
+layer a saved classifier can hold), copied verbatim less their imports of each other, followed by the `Model`
+class, so the submission runs exactly the test-time augmentation and adaptation the run validated. With
+`bn_adapt=set` the statistics are re-estimated on the images of each `predict` call (the whole test set when
+the platform passes it at once); with `batch`, on each batch of the run's batch size.
 """
 
 from __future__ import annotations
@@ -22,13 +25,14 @@ from pathlib import Path
 
 from an2dl_kit import errors, registry
 from an2dl_kit.files import atomic_path
-from an2dl_kit.inference import tta
+from an2dl_kit.inference import adapt, tta
+from an2dl_kit.models import colour
 from an2dl_kit.task import CELLS
 
 MODEL_PY = "model.py"
 MODEL_FILE = "model.keras"
 # Copied into model.py in this order: each module's kit imports name only the modules before it.
-INLINED = (errors, registry, tta)
+INLINED = (errors, registry, adapt, tta, colour)
 FUTURE_IMPORT = "from __future__ import annotations"
 
 HEADER = """\
@@ -36,8 +40,8 @@ HEADER = """\
 # Model() loads the models named in MEMBERS from this folder; Model().predict(X) maps (n, {shape}) images,
 # 0-255, to (n,) integer labels: each member's probabilities averaged over its TTA views, then the members'
 # weighted mean.
-# The code below up to "Codabench entry point" is an2dl_kit/errors.py, registry.py and inference/tta.py, copied
-# verbatim less their imports of each other.
+# The code below up to "Codabench entry point" is an2dl_kit/errors.py, registry.py, inference/adapt.py,
+# inference/tta.py and models/colour.py, copied verbatim less their imports of each other.
 {future}
 """
 
@@ -47,7 +51,7 @@ ENTRY_POINT = """
 
 import os  # noqa: E402
 
-# (model file, TTA views, weight); the weights sum to one.
+# (model file, TTA views, weight, BatchNorm adaptation, batch size); the weights sum to one.
 MEMBERS = {members}
 
 
@@ -58,8 +62,8 @@ class Model:
         import keras
 
         folder = os.path.dirname(os.path.abspath(__file__))
-        self.members = [(keras.saving.load_model(os.path.join(folder, name), compile=False), views, weight)
-                        for name, views, weight in MEMBERS]
+        self.members = [(keras.saving.load_model(os.path.join(folder, name), compile=False), *settings)
+                        for name, *settings in MEMBERS]
 
     def predict(self, X):
         images = np.asarray(X, dtype=np.float32)
@@ -68,8 +72,8 @@ class Model:
         # The model expects 0-255; images already scaled to [0, 1] are put back on that scale.
         if images.size and images.max() <= 1.0:
             images = images * 255.0
-        probabilities = sum(weight * predict_tta(model, images, views=views)
-                            for model, views, weight in self.members)
+        probabilities = sum(weight * predict_tta(model, images, views=views, batch_size=batch_size, adapt=adapt)
+                            for model, views, weight, adapt, batch_size in self.members)
         return np.argmax(probabilities, axis=-1).astype(np.int64)
 """
 
@@ -83,11 +87,14 @@ def inlined_source(module) -> str:
 
 @dataclass(frozen=True)
 class Member:
-    """One model of a submission: its saved file, the TTA views it was validated with, its weight."""
+    """One model of a submission: its saved file, the TTA views it was validated with, its weight, its
+    BatchNorm adaptation (`adapt.ADAPTATIONS`) and the batch size its predictions were made with."""
 
     model: Path
     views: tuple[str, ...]
     weight: float = 1.0
+    adapt: str = "none"
+    batch_size: int = 64
 
 
 def archive_names(count: int) -> list[str]:
@@ -98,7 +105,8 @@ def archive_names(count: int) -> list[str]:
 def model_source(members: Sequence[Member]) -> str:
     """The text of `model.py` for the members (weights normalised to sum to one)."""
     total = sum(member.weight for member in members)
-    entries = tuple((name, tta.resolve_views(member.views), float(member.weight / total))
+    entries = tuple((name, tta.resolve_views(member.views), float(member.weight / total),
+                     adapt.ADAPTATIONS.check(member.adapt), int(member.batch_size))
                     for name, member in zip(archive_names(len(members)), members, strict=True))
     header = HEADER.format(shape=", ".join(map(str, CELLS.image_shape)), future=FUTURE_IMPORT)
     return (header + "".join(inlined_source(module) for module in INLINED)

@@ -220,8 +220,8 @@ def average_labels(members: Sequence[Stored], weights: np.ndarray, keep_members:
 
 
 def codabench_members(members: Sequence[Stored], weights: np.ndarray) -> list:
-    """Every member run's models with their views, the run's weight shared among its models; a missing
-    model file is a `KitError` (checked before anything is written)."""
+    """Every member run's models with their views and BatchNorm adaptation, the run's weight shared among its
+    models; a missing model file is a `KitError` (checked before anything is written)."""
     from an2dl_kit.inference.codabench import Member
 
     models = []
@@ -231,7 +231,9 @@ def codabench_members(members: Sequence[Stored], weights: np.ndarray) -> list:
             path = member.path.parent / name
             if not path.is_file():
                 raise KitError(f"{member.path.parent}: no {name} for the Codabench {SUBMISSION_ZIP}")
-            models.append(Member(path, tuple(member.meta.get("views") or ("identity",)), weight / len(files)))
+            adapt = member.meta.get("inference", {}).get("bn_adapt", "none")
+            models.append(Member(path, tuple(member.meta.get("views") or ("identity",)), weight / len(files),
+                                 adapt, member.meta.get("batch_size", 64)))
         if not files:
             raise KitError(f"{member.path}: names no model files for the Codabench {SUBMISSION_ZIP}")
     return models

@@ -6,9 +6,12 @@ view's probability maps (N, H, W, K) back to the original geometry with `undo` b
 rotations by multiples of 90 degrees are undone exactly, shifts and small rotations up to the border pixels
 they pushed out.
 
-This module depends on NumPy and on two standard-library-only modules of the kit (`errors`, `registry`):
-`codabench.py` copies the three sources, less their imports of each other, into the self-contained `model.py`
-of a Codabench submission, so the TTA that scored a run is the TTA the submission runs.
+Predictions can adapt the model's BatchNorm statistics to the images predicted (`adapt`, the `bn_adapt`
+setting): `inference.adapt`.
+
+This module depends on NumPy and on standard-library-only modules of the kit (`errors`, `registry`, `adapt`):
+`codabench.py` copies the sources, less their imports of each other, into the self-contained `model.py` of a
+Codabench submission, so the TTA and adaptation that scored a run are the ones the submission runs.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from an2dl_kit.errors import KitError
+from an2dl_kit.inference.adapt import adapted
 from an2dl_kit.registry import Registry
 
 # Images per model.predict call group; bounds the memory of the transformed copies.
@@ -154,7 +158,7 @@ def resolve_views(views: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def predict_tta(model, x: np.ndarray, views: str | Sequence[str] = REFERENCE_VIEWS, batch_size: int = 64,
-                dense: bool = False) -> np.ndarray:
+                dense: bool = False, adapt: str = "none") -> np.ndarray:
     """Mean probability over `views`; with `dense`, each view's maps are undone first.
 
     Args:
@@ -163,11 +167,18 @@ def predict_tta(model, x: np.ndarray, views: str | Sequence[str] = REFERENCE_VIE
         views: a view-set name, a comma-separated string or a sequence of view names.
         batch_size: the model's inference batch size.
         dense: the model predicts per-pixel maps (N, H, W, K).
+        adapt: BatchNorm statistics (`adapt.ADAPTATIONS`): "none", "set" (re-estimated on all of `x`) or
+            "batch" (each prediction batch its own).
 
     Returns:
         float32 probabilities (N, K) or (N, H, W, K).
     """
     names = resolve_views(views)
+    with adapted(model, adapt, x):
+        return _predict_views(model, x, names, batch_size, dense)
+
+
+def _predict_views(model, x: np.ndarray, names: tuple[str, ...], batch_size: int, dense: bool) -> np.ndarray:
     chunks = []
     for start in range(0, len(x), CHUNK):
         # Float input for every view, so the model sees one dtype (and traces its predict function once).

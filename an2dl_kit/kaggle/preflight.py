@@ -11,6 +11,8 @@ training, or after the data has loaded, wastes a GPU session. `preflight` runs a
    before TensorFlow is imported.
    In a kernel, the task's training file under its input folder: when it is missing, the problem names the
    data sources the kernel was pushed with (e.g. the dataset `an2dl upload-data` made), not a guess.
+   Then what a setting of the profile needs beyond them (`OPTIONAL`: MedMNIST-C's augmentation, absent from
+   Kaggle's image).
 3. On Kaggle, the GPUs the driver lists against the requested machine shape (`settings.GPU_SHAPES`).
 4. One training step of the profile's own model, transform and compile settings on a single full-size
    batch of synthetic data (random initial weights: the ImageNet download is the run's own first step).
@@ -60,6 +62,11 @@ REQUIREMENTS = {
     "albumentations": Requirement("2.0.8", "3", ("2.0.8", "2.0.8")),
     "matplotlib": Requirement("3.7", "4", ("3.10", "3.11")),
 }
+
+
+# Setting values that need packages Kaggle's image lacks: value -> reference to a `missing()` that says what is
+# absent (None when nothing is).
+OPTIONAL = {"medmnistc": "an2dl_kit.augment.medmnist_c:missing"}
 
 
 class PreflightError(KitError):
@@ -145,6 +152,21 @@ def synthetic_data(hooks, count: int, seed: int = 0):
     return RunData(inputs, labels, inputs[:8], labels[:8], None, None, {})
 
 
+def check_optional(task: str, profile: str, overrides=None) -> list[str]:
+    """Problems with settings whose value needs a package beyond `REQUIREMENTS` that is not usable here."""
+    from an2dl_kit import config as cfg
+    from an2dl_kit.registry import resolve_reference
+    from an2dl_kit.tasks import resolve_config
+
+    problems = []
+    for field, value in cfg.flat_fields(resolve_config(task, profile, overrides)).items():
+        problem = resolve_reference(OPTIONAL[value])() if isinstance(value, str) and value in OPTIONAL else None
+        if problem:
+            problems.append(f"{task} setting {field}={value}: {problem}; Kaggle's image has neither, and a kernel "
+                            "cannot install them: train this setting locally, or choose another")
+    return problems
+
+
 def training_step(task: str, profile: str, overrides=None) -> str:
     """Build the profile's augmentation, model and compile settings, and train one full-size batch.
     Returns a one-line summary; raises whatever the step raises."""
@@ -188,11 +210,12 @@ def check_inputs(task: str, input_dir: Path, kernel: Mapping) -> list[str]:
 
 
 def preflight(task: str, profile: str, accelerator: str = "none", environ: Mapping[str, str] | None = None,
-              gpus: list[str] | None = None, input_dir: Path | None = None,
-              kernel: Mapping | None = None) -> list[str]:
+              gpus: list[str] | None = None, input_dir: Path | None = None, kernel: Mapping | None = None,
+              overrides=None) -> list[str]:
     """Run the checks (module docstring); returns report lines, raises `PreflightError` naming every problem.
 
     Args:
+        overrides: the run's overrides (a bundle's `--set`), checked and used in the training step too.
         accelerator: the requested machine shape (the provenance's kernel settings); checked on Kaggle only,
             where the kernel runs on what it asked for (`run-local` and the demo run Kaggle shapes on a CPU).
         gpus: the driver's GPU list (default: `nvidia-smi`, as the banner reads it).
@@ -207,13 +230,14 @@ def preflight(task: str, profile: str, accelerator: str = "none", environ: Mappi
         problems += check_inputs(task, input_dir, kernel or {})
     if problems:  # stop before importing TensorFlow with the wrong libraries
         raise PreflightError(problems)
+    problems += check_optional(task, profile, overrides)
     if KAGGLE_RUN_VAR in environ:
         from an2dl_kit.kaggle.banner import _gpu_lines
 
         problems += check_accelerators(accelerator, _gpu_lines() if gpus is None else gpus)
     if not problems:
         try:
-            lines.append(training_step(task, profile))
+            lines.append(training_step(task, profile, overrides))
         except Exception as error:  # any failure of the step is the finding
             text = (str(error).strip().splitlines() or [""])[0][:300]
             problems.append(f"training step: {type(error).__name__}: {text}")

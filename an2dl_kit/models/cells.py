@@ -10,7 +10,9 @@ init), or the path of a local weights file for the backbone without its top (a K
 attachment; Keras reads `.h5` and `.weights.h5`). A request that cannot be met raises `KitError`, unless
 the caller allows falling back to random initialisation.
 
-Only built-in Keras layers are used, so `keras.saving.load_model` needs nothing from this kit.
+Only built-in Keras layers are used, so `keras.saving.load_model` needs nothing from this kit, except with a
+colour normalisation (`models.colour`, registered when that module is imported; the Codabench `model.py`
+carries its source).
 
 EfficientNet choice: V2-S rather than B0. Its fused-MBConv early stages train several times faster than
 B0's depthwise blocks on GPUs, it is markedly stronger on ImageNet (83.9% vs 77.1% top-1) and in transfer,
@@ -26,7 +28,7 @@ import keras
 from keras import layers
 
 from an2dl_kit.errors import KitError
-from an2dl_kit.registries import BACKBONES
+from an2dl_kit.registries import BACKBONES, COLOUR_NORMALIZATIONS
 from an2dl_kit.registry import resolve_reference
 from an2dl_kit.task import CELLS
 
@@ -171,8 +173,9 @@ def classification_head(features, units=HEAD_UNITS, num_classes: int = CELLS.num
 
 def build_classifier(backbone: str = DEFAULT_BACKBONE, weights: str | Path | None = "imagenet", *,
                      input_shape=CELLS.image_shape, image_size: int | None = None, head_units=HEAD_UNITS,
-                     allow_random_fallback: bool = False) -> tuple[keras.Model, str]:
-    """The full classifier: 0-255 images -> [resize] -> backbone -> head. Returns (model, weights used).
+                     allow_random_fallback: bool = False, colour_norm: str = "none") -> tuple[keras.Model, str]:
+    """The full classifier: 0-255 images -> [colour normalisation] -> [resize] -> backbone -> head. Returns
+    (model, weights used).
 
     Args:
         backbone: a name in `registries.BACKBONES`.
@@ -182,9 +185,14 @@ def build_classifier(backbone: str = DEFAULT_BACKBONE, weights: str | Path | Non
             inputs help big pretrained backbones, smaller ones speed up CPU training.
         head_units: widths of the head's Dense stack.
         allow_random_fallback: build with random weights when the requested ones cannot be had.
+        colour_norm: "none" or a `models.colour.ColourNormalization` method, applied at full resolution.
     """
     inputs = keras.Input(input_shape, name="images")
     x = inputs
+    if COLOUR_NORMALIZATIONS.check(colour_norm) != "none":
+        from an2dl_kit.models.colour import ColourNormalization
+
+        x = ColourNormalization(colour_norm, name="colour_norm")(x)
     side = input_shape[0]
     if image_size and image_size != side:
         # Area averaging when shrinking (no aliasing), bilinear when enlarging for a pretrained backbone.

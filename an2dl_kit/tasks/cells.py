@@ -42,13 +42,21 @@ def make_metrics() -> list:
 
 
 def compile_classifier(model, config, runtime) -> None:
-    """AdamW (its rate is set every batch by the phase's `Schedule`), label-smoothed cross-entropy, the four
-    metrics. XLA as `runtime.execution_rule` decides (one GPU without determinism only)."""
+    """AdamW (its rate is set every batch by the phase's `Schedule`), label-smoothed cross-entropy (with AugMix's
+    consistency term for `augment=augmix`), the four metrics. XLA as `runtime.execution_rule` decides (one GPU
+    without determinism only)."""
     import keras
 
+    from an2dl_kit.augment.cells import CONSISTENCY_PIPELINES, VIEWS_PER_IMAGE
+    from an2dl_kit.losses import AugMixConsistency
+
+    smoothing = config.training.label_smoothing
+    loss = (AugMixConsistency(config.augmentation.jsd_weight, VIEWS_PER_IMAGE, smoothing)
+            if config.augmentation.augment in CONSISTENCY_PIPELINES
+            else keras.losses.CategoricalCrossentropy(label_smoothing=smoothing))
     model.compile(
         optimizer=keras.optimizers.AdamW(learning_rate=0.0, weight_decay=config.training.weight_decay),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.training.label_smoothing),
+        loss=loss,
         metrics=make_metrics(),
         jit_compile=runtime.jit_compile,
     )
@@ -70,13 +78,29 @@ def training_batches(x: np.ndarray, y: np.ndarray, config, batch_size: int, min_
 
     a = config.augmentation
     augment = CellsAugment(a.augment, class_weights=class_weight_vector(y), cutmix_p=a.cutmix_p,
-                           mixup_p=a.mixup_p, mix_both=a.mix_both)
+                           mixup_p=a.mixup_p, mix_both=a.mix_both, group=min_batch)
     return Batches(x, y, batch_size=batch_size, transform=augment, echo=a.echo,
                    seed=config.training.seed, workers=config.run.workers, repeats=a.repeats, min_batch=min_batch)
 
 
 def onehot(labels: np.ndarray) -> np.ndarray:
     return np.eye(CELLS.num_classes, dtype=np.float32)[np.asarray(labels).reshape(-1)]
+
+
+def validation_data(x: np.ndarray, y: np.ndarray, config, batch_size: int, replicas: int = 1):
+    """What `fit` validates on: the images and one-hot labels, or for a consistency loss (AugMix) batches in
+    its layout, each image repeated as its own views (consistency term 0, loss the plain cross-entropy),
+    the images cut to a multiple of the replica count so that every replica gets whole triplets."""
+    from an2dl_kit.augment.cells import CONSISTENCY_PIPELINES, VIEWS_PER_IMAGE
+
+    if config.augmentation.augment not in CONSISTENCY_PIPELINES:
+        return x.astype(np.float32), onehot(y)
+    import tensorflow as tf
+
+    keep = len(x) - len(x) % replicas
+    data = tf.data.Dataset.from_tensor_slices((x[:keep].astype(np.float32), onehot(y[:keep]))).batch(batch_size)
+    return data.map(lambda images, labels: (tf.repeat(images, VIEWS_PER_IMAGE, axis=0),
+                                            tf.repeat(labels, VIEWS_PER_IMAGE, axis=0)))
 
 
 def phases(config, runtime, pretrained: bool) -> list[Phase]:
@@ -141,11 +165,11 @@ class CellsHooks(TaskHooks):
         with runtime.scope():
             model, weights_used = models.build_classifier(
                 m.backbone, m.weights, image_size=m.image_size, head_units=m.head_units,
-                allow_random_fallback=m.allow_random_fallback)
+                allow_random_fallback=m.allow_random_fallback, colour_norm=m.colour_norm)
         info = {"name": model.name, "params": models.count_params(model), "backbone": m.backbone,
                 "weights_used": weights_used}
-        return TrainingPlan(model, train, (data.x_val.astype(np.float32), onehot(data.y_val)),
-                            phases(config, runtime, weights_used != "none"), info,
+        val = validation_data(data.x_val, data.y_val, config, batch, runtime.replicas)
+        return TrainingPlan(model, train, val, phases(config, runtime, weights_used != "none"), info,
                             details=lambda: {"class_weights": train.transform.class_weights.tolist()},
                             batch_size=batch)
 
@@ -180,7 +204,8 @@ class CellsHooks(TaskHooks):
         if results.test_labels is not None:
             write_cells_csv(out_dir / SUBMISSION_CSV, results.test_labels)
             files.append(SUBMISSION_CSV)
-        members = [Member(out_dir / name, results.views) for name in results.model_files]
+        members = [Member(out_dir / name, results.views, adapt=config.inference.bn_adapt,
+                          batch_size=results.batch_size) for name in results.model_files]
         write_submission_zip(out_dir / SUBMISSION_ZIP, members)
         accuracy = results.validation_tta["accuracy"]
         plots.confusion_matrix(results.validation_tta["confusion_matrix"], out_dir / CONFUSION_PNG,

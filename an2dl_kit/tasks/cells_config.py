@@ -30,7 +30,7 @@ from an2dl_kit.config import (
     derive,
 )
 from an2dl_kit.errors import KitError
-from an2dl_kit.registries import BACKBONES, CELLS_AUGMENTATIONS
+from an2dl_kit.registries import BACKBONES, CELLS_AUGMENTATIONS, COLOUR_NORMALIZATIONS
 from an2dl_kit.registry import Registry
 
 HEAD = (512, 256, 128, 64)
@@ -74,6 +74,9 @@ class Model:
         allow_random_fallback: train from random init when the weights cannot be had (else an error).
         image_size: resize inside the model to this side (None: the native 96).
         head_units: widths of the head's Dense stack.
+        colour_norm: per-image colour normalisation at the input, a name of `registries.COLOUR_NORMALIZATIONS`
+            (`models.colour`): "none", "grey_world" (colour casts) or "opponent" (brightness, contrast, casts
+            and saturation); part of the saved model.
     """
 
     backbone: str = choice(BACKBONES)
@@ -81,6 +84,7 @@ class Model:
     allow_random_fallback: bool = False
     image_size: int | None = bounded(32, 512, default=None)
     head_units: tuple[int, ...] = HEAD
+    colour_norm: str = choice(COLOUR_NORMALIZATIONS, default="none")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,6 +140,9 @@ class Augmentation:
         cutmix_p: the per-batch probability of CutMix.
         mixup_p: the per-batch probability of MixUp.
         mix_both: CutMix and then MixUp, each with its own probability, instead of at most one per batch.
+        jsd_weight: with `augment=augmix`, the weight of the Jensen-Shannon consistency term between each
+            image and its two AugMix views (`losses.AugMixConsistency`; Hendrycks et al.'s lambda, 12); AugMix
+            needs `cutmix_p` and `mixup_p` at 0.
     """
 
     augment: str = choice(CELLS_AUGMENTATIONS)
@@ -144,6 +151,13 @@ class Augmentation:
     cutmix_p: float = bounded(0.0, 1.0)
     mixup_p: float = bounded(0.0, 1.0)
     mix_both: bool = False
+    jsd_weight: float = bounded(0.0, 100.0, default=12.0)
+
+    def __post_init__(self):
+        if self.augment == "augmix" and (self.cutmix_p or self.mixup_p):
+            raise KitError(f"cells setting augment=augmix: set cutmix_p=0 and mixup_p=0 (now {self.cutmix_p} and "
+                           f"{self.mixup_p}): the consistency term compares three views of one image, and a mixed "
+                           "image's views would blend different partners")
 
 
 @dataclass(frozen=True, kw_only=True)

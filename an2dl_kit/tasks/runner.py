@@ -111,7 +111,8 @@ class Results:
     """Scores and labels after training. `validation_tta` scores the configured TTA views; `views` are the
     ones the submission uses (`choose_views`, on the images `selection` describes), `postprocess` what the task
     chose on validation, `val_probs` the validation probabilities of those views (before post-processing).
-    With several members, `members` holds each one's validation scores and `model_files` every member's model."""
+    With several members, `members` holds each one's validation scores and `model_files` every member's model.
+    `batch_size` is the one the predictions were made with."""
 
     validation: dict
     validation_tta: dict
@@ -125,6 +126,7 @@ class Results:
     members: list[dict] = field(default_factory=list)
     model_files: tuple[str, ...] = (MODEL_FILE,)
     val_probs: np.ndarray | None = None
+    batch_size: int = 64  # of the predictions: `bn_adapt=batch` depends on it
 
 
 class TaskHooks:
@@ -458,18 +460,21 @@ def fold_set_record(hooks: TaskHooks, config, *, profile: str, overrides, proven
 # --- prediction ------------------------------------------------------------------------------------------
 
 
-def predict_views(model, x: np.ndarray, views: tuple[str, ...], dense: bool,
-                  batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(identity-view probabilities, mean probabilities over `views`) in one pass over the views."""
+def predict_views(model, x: np.ndarray, views: tuple[str, ...], dense: bool, batch_size: int,
+                  adapt: str = "none") -> tuple[np.ndarray, np.ndarray]:
+    """(identity-view probabilities, mean probabilities over `views`) in one pass over the views, with the
+    BatchNorm statistics `adapt` says (`inference.adapt`; "set" re-estimates them on `x`)."""
+    from an2dl_kit.inference.adapt import adapted
     from an2dl_kit.inference.tta import predict_tta
 
     total, identity = None, None
-    for view in views:
-        probs = predict_tta(model, x, (view,), batch_size=batch_size, dense=dense)
-        identity = probs if view == "identity" else identity
-        total = probs if total is None else total + probs
-    if identity is None:
-        identity = predict_tta(model, x, ("identity",), batch_size=batch_size, dense=dense)
+    with adapted(model, adapt, x):
+        for view in views:
+            probs = predict_tta(model, x, (view,), batch_size=batch_size, dense=dense)
+            identity = probs if view == "identity" else identity
+            total = probs if total is None else total + probs
+        if identity is None:
+            identity = predict_tta(model, x, ("identity",), batch_size=batch_size, dense=dense)
     return identity, total / len(views)
 
 
@@ -498,8 +503,8 @@ def selection_scores(hooks: TaskHooks, config, plan: TrainingPlan, data: RunData
     if shifted is not None:
         x, y, what = shifted
         truth = np.concatenate([data.y_val, y])
-        pooled = [np.concatenate([clean, copy]) for clean, copy in
-                  zip(probabilities, predict_views(plan.model, x, views, hooks.dense, plan.batch_size), strict=True)]
+        on_copies = predict_views(plan.model, x, views, hooks.dense, plan.batch_size, config.inference.bn_adapt)
+        pooled = [np.concatenate([clean, copy]) for clean, copy in zip(probabilities, on_copies, strict=True)]
         plain, merged = (hooks.scores(truth, hooks.to_labels(probs, config, {}))[score] for probs in pooled)
         described += f" + {what}"
     return {"images": described, "identity": plain, "views": merged}
@@ -509,12 +514,12 @@ def validation_views(hooks: TaskHooks, config, plan: TrainingPlan, data: RunData
                      views: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """(identity, mean over `views`) validation probabilities, and with a `MemberAverage` each member's
     validation scores without and with the views, taken from the same predictions (none are repeated)."""
-    members = getattr(plan.model, "members", None)
+    members, adapt = getattr(plan.model, "members", None), config.inference.bn_adapt
     if members is None:
-        return (*predict_views(plan.model, data.x_val, views, hooks.dense, plan.batch_size), [])
+        return (*predict_views(plan.model, data.x_val, views, hooks.dense, plan.batch_size, adapt), [])
     identity, mean, records = 0.0, 0.0, []
     for model in members:
-        plain, merged = predict_views(model, data.x_val, views, hooks.dense, plan.batch_size)
+        plain, merged = predict_views(model, data.x_val, views, hooks.dense, plan.batch_size, adapt)
         records.append({key: hooks.scores(data.y_val, hooks.to_labels(probs, config, {}))
                         for key, probs in (("validation", plain), ("validation_tta", merged))})
         identity, mean = identity + plain / len(members), mean + merged / len(members)
@@ -524,11 +529,14 @@ def validation_views(hooks: TaskHooks, config, plan: TrainingPlan, data: RunData
 def evaluate(hooks: TaskHooks, config, plan: TrainingPlan, data: RunData, sink=None) -> Results:
     """Validation with and without TTA, the views and post-processing chosen on validation, then the test set
     in chunks (never all of its probability maps in memory at once); `sink` (a `probabilities.Writer`)
-    receives the submitted probabilities of each test chunk."""
+    receives the submitted probabilities of each test chunk. With `bn_adapt`, each set predicted (validation,
+    its shifted copies, the whole test set) gets BatchNorm statistics of its own (`inference.adapt`)."""
+    from an2dl_kit.inference.adapt import adapted, describe
     from an2dl_kit.inference.tta import resolve_views
 
     configured = resolve_views(config.inference.tta)
-    rt.log(f"{hooks.info.name}: predicting with TTA views {', '.join(configured)}")
+    rt.log(f"{hooks.info.name}: predicting with TTA views {', '.join(configured)}; "
+           f"{describe(plan.model, config.inference.bn_adapt)}")
     identity, mean, members = validation_views(hooks, config, plan, data, configured)
     validation = hooks.scores(data.y_val, hooks.to_labels(identity, config, {}))
     validation_tta = hooks.scores(data.y_val, hooks.to_labels(mean, config, {}))
@@ -543,13 +551,14 @@ def evaluate(hooks: TaskHooks, config, plan: TrainingPlan, data: RunData, sink=N
     if data.x_test is None:
         return results
     plain, submitted = [], []
-    for start in range(0, len(data.x_test), PREDICT_CHUNK):
-        identity, mean = predict_views(plan.model, data.x_test[start:start + PREDICT_CHUNK], views, hooks.dense,
-                                       plan.batch_size)
-        if sink is not None:
-            sink.write(mean)
-        plain.append(hooks.to_labels(identity, config, postprocess))
-        submitted.append(hooks.to_labels(mean, config, postprocess))
+    with adapted(plan.model, config.inference.bn_adapt, data.x_test):  # the whole test set, not each chunk
+        for start in range(0, len(data.x_test), PREDICT_CHUNK):
+            identity, mean = predict_views(plan.model, data.x_test[start:start + PREDICT_CHUNK], views,
+                                           hooks.dense, plan.batch_size)
+            if sink is not None:
+                sink.write(mean)
+            plain.append(hooks.to_labels(identity, config, postprocess))
+            submitted.append(hooks.to_labels(mean, config, postprocess))
     results.test_labels = np.concatenate(submitted)
     if data.y_test is not None:
         results.test = hooks.scores(data.y_test, np.concatenate(plain))
@@ -564,15 +573,15 @@ def evaluate_and_keep(hooks: TaskHooks, config, trained: Trained, data: RunData,
     files, the split's record and the inference settings (fold ensembles choose post-processing with them)."""
     from an2dl_kit.inference.probabilities import writer
 
+    kept = {"model_files": trained.model_files, "batch_size": trained.plan.batch_size}
     encoding = encoding_for(hooks.info, hooks.dense)
     shape = {"task": hooks.info.name, "encoding": encoding, "item_shape": hooks.info.label_shape}
     if data.x_test is None:
-        results = dataclasses.replace(evaluate(hooks, config, trained.plan, data), model_files=trained.model_files)
+        results = dataclasses.replace(evaluate(hooks, config, trained.plan, data), **kept)
     else:
         with writer(out_dir / PROBS_FILE, rows=len(data.x_test), test_fingerprint=data.test_fingerprint,
                     **shape) as sink:
-            results = dataclasses.replace(evaluate(hooks, config, trained.plan, data, sink=sink),
-                                          model_files=trained.model_files)
+            results = dataclasses.replace(evaluate(hooks, config, trained.plan, data, sink=sink), **kept)
             sink.meta.update(kept_meta(hooks, config, data, results))
     with writer(out_dir / VAL_PROBS_FILE, rows=len(data.y_val), index=data.val_index, labels=data.y_val,
                 **shape) as sink:
@@ -586,7 +595,7 @@ def kept_meta(hooks: TaskHooks, config, data: RunData, results: Results) -> dict
     chosen = results.validation if results.views == ("identity",) else results.validation_tta
     return {"score": hooks.info.score, "validation": chosen[hooks.info.score], "views": list(results.views),
             "models": list(results.model_files), "split": data.split,
-            "inference": cfg.as_dict(config)["inference"]}
+            "inference": cfg.as_dict(config)["inference"], "batch_size": results.batch_size}
 
 
 # --- records and summaries ---------------------------------------------------------------------------------
