@@ -34,7 +34,8 @@ PIN               ?= original
 export ACCELERATOR MARS_COMPETITION CELLS_COMPETITION CELLS_DATASETS MARS_DATASETS INTERNET PIN
 
 .PHONY: help demo test lint bench gpu-check synth bundle push-cells push-mars status wait \
-        output-cells output-mars submit scores runs quota run-cells-local run-mars-local ensemble clean
+        output-cells output-mars submit scores runs quota run-cells-local run-mars-local ensemble report \
+        report-check clean
 
 help:
 	@echo "make demo            synthetic data -> train both tasks -> leaderboard files (DATA=DIR for real files)"
@@ -51,6 +52,8 @@ help:
 	@echo "make quota                      Kaggle GPU hours used and left this week"
 	@echo "make run-cells-local | run-mars-local     run the bundled kernel here (DATA=DIR OUT=DIR PROFILE=..)"
 	@echo "make ensemble TASK=mars RUNS=\"DIR DIR ..\" [OUT=..] [WEIGHTS=validation] [DATA=..]  average runs"
+	@echo "make report TASK=mars RUNS=\"DIR DIR ..\" [OUT=..]  homework report: report.html/.md, figures/, tables.tex"
+	@echo "make report-check    install Debian's chromium (apt-get) and check a report in it, headless and offline"
 	@echo "  Kaggle settings: KAGGLE_USERNAME ACCELERATOR=$(ACCELERATOR) MARS_COMPETITION=$(MARS_COMPETITION)"
 	@echo "                   CELLS_COMPETITION CELLS_DATASETS MARS_DATASETS INTERNET=$(INTERNET) PIN=$(PIN)"
 	@echo "make gpu-check       train each kaggle profile a few steps on synthetic data: step time, img/s, memory"
@@ -128,6 +131,16 @@ run-mars-local: $(STAMP)
 ensemble: $(STAMP)
 	$(AN2DL) ensemble --task $(TASK) $(RUNS) --out $(or $(OUT),build/ensemble/$(TASK)) --weights $(WEIGHTS) \
 		$(if $(DATA),--data $(DATA))
+
+report: $(STAMP)
+	$(AN2DL) report --task $(TASK) $(RUNS) --out $(or $(OUT),build/report/$(TASK))
+
+# The browser check of tests/test_report.py: Debian's chromium (root, or sudo), then that test alone; with
+# AN2DL_REQUIRE_BROWSER set a missing browser fails the test instead of skipping it.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+report-check: $(STAMP)
+	command -v chromium >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium)
+	AN2DL_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q tests/test_report.py -k browser
 
 clean:
 	rm -rf build data/demo .pytest_cache .ruff_cache

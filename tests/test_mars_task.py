@@ -11,7 +11,7 @@ from an2dl_kit.tasks import mars, run
 from an2dl_kit.tasks.runner import METRICS_KEYS
 
 OUTPUTS = {"submission.csv", "test_probs.npz", "model.keras", "history.csv", "metrics.json", "learning_curves.png",
-           "class_iou.png", "predictions.png"}
+           "class_iou.png", "predictions.png", "augmentation_preview.png", "examples.npz"}
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,16 @@ def test_smoke_run_writes_every_output(smoke_run):
     assert saved["validation_tta"]["background_predicted"] == 0.0  # never background
     assert saved["postprocess"]["majority_filter"] in (0, 5)
     assert len(saved["details"]["class_weights"]) == 5 and saved["details"]["class_weight_history"]
+    counts = saved["cleaning"]["class_counts"]  # pixels per class, for the report's data section
+    pixels = 64 * 128
+    assert sum(counts["raw"]) == pixels * (saved["cleaning"]["kept"] + sum(saved["cleaning"]["removed"].values()))
+    assert sum(counts["cleaned"]) == pixels * saved["cleaning"]["kept"]
+    assert [sum(counts[s]) for s in ("train", "validation")] == [pixels * saved["samples"][s]
+                                                                 for s in ("train", "validation")]
+    assert counts["validation"][1:] == [sum(row) for row in saved["validation"]["confusion_matrix"]][1:]
+    with np.load(out / "examples.npz") as examples:
+        assert examples["preview"].shape == examples["preview_masks"].shape == (4, 4, 64, 128)
+        assert examples["images"].dtype == np.uint8 and examples["predicted"].shape == examples["truth"].shape
 
 
 @pytest.mark.slow

@@ -225,7 +225,7 @@ def curves(folder: Path) -> list[str]:
 
 def prepare_data(hooks: TaskHooks, config, data: Path | None) -> RunData:
     """Load and clean, stratified split, optional cap on the training set, known test labels."""
-    from an2dl_kit.data.split import stratified_split
+    from an2dl_kit.data.split import class_counts, stratified_split
 
     loaded = hooks.load(data)
     seed = config.training.seed
@@ -233,10 +233,15 @@ def prepare_data(hooks: TaskHooks, config, data: Path | None) -> RunData:
     if config.data.max_train is not None:
         train_idx = np.sort(np.random.default_rng(seed).permutation(train_idx)[:config.data.max_train])
     test = None if loaded.test is None else hooks.to_inputs(loaded.test)
+    # metrics.json's class counts: the loader's raw and cleaned ones, then this split's.
+    split_counts = {"train": class_counts(loaded.labels[train_idx], hooks.info.num_classes),
+                    "validation": class_counts(loaded.labels[val_idx], hooks.info.num_classes)}
+    cleaning = {**loaded.cleaning,
+                "class_counts": {**loaded.cleaning.get("class_counts", {}), **split_counts}}
     run_data = RunData(
         x_train=hooks.to_inputs(loaded.images[train_idx]), y_train=loaded.labels[train_idx],
         x_val=hooks.to_inputs(loaded.images[val_idx]), y_val=loaded.labels[val_idx], x_test=test,
-        y_test=known_test_labels(loaded.test_path, loaded.test, hooks.info.label_shape), cleaning=loaded.cleaning,
+        y_test=known_test_labels(loaded.test_path, loaded.test, hooks.info.label_shape), cleaning=cleaning,
         test_fingerprint=None if loaded.test is None else fingerprint(loaded.test))
     counts = run_data.samples()
     rt.log(f"{hooks.info.name}: {counts['train']} training, {counts['validation']} validation, "
