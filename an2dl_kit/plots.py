@@ -250,9 +250,10 @@ def _class_bars(ax, names: Sequence[str], colours: Sequence[str], sets: Mapping[
         if style.bar_values:
             ax.bar_label(bars, fmt=fmt, fontsize=style.small)
     ax.set_xticks(np.arange(len(names)), names)
-    if len(sets) > 1:
+    if len(sets) > 1:  # above the axes: bars of any height stay visible
         ax.legend(handles=[Patch(facecolor="white", edgecolor="black", hatch=HATCHES[i % len(HATCHES)],
-                                 label=label) for i, label in enumerate(sets)], frameon=False)
+                                 label=label) for i, label in enumerate(sets)], frameon=False, loc="lower left",
+                  bbox_to_anchor=(0, 1), ncol=2 if len(sets) > 2 else len(sets), borderaxespad=0.2)
 
 
 def class_iou(named_scores: dict[str, dict], png: Path, style: Style = SCREEN) -> Path:

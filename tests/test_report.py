@@ -390,7 +390,7 @@ def test_missing_optional_files_leave_empty_cells_with_a_footnote(built, tmp_pat
     row = tables["experiments"]["rows"][0]
     assert row[4] == ("", "a") and row[5] == ("", "b")  # test+TTA, public: empty, each with its note
     page = (out / REPORT_HTML).read_text(encoding="utf-8")
-    assert "<li>no test labels: the competition keeps them</li>" in page
+    assert "<li>no test labels beside the run&#x27;s test set (the competitions keep theirs)</li>" in page
     assert "<li>a local run, not a downloaded kernel output</li>" in page
     flops = dict((r[0][0], r[1]) for r in tables["model"]["rows"])["GFLOPs per image"]
     assert flops[0] == "" and flops[1]

@@ -21,7 +21,7 @@ from an2dl_kit.training import MODEL_FILE
 
 SECTIONS = {"data": "Data", "augmentation": "Augmentation", "model": "Model", "experiments": "Experiments",
             "chosen-run": "Chosen run", "ensemble": "Ensemble", "provenance": "Provenance"}
-NO_TEST_LABELS = "no test labels: the competition keeps them"
+NO_TEST_LABELS = "no test labels beside the run's test set (the competitions keep theirs)"
 OLDER_KIT = "not in the run's metrics.json (an older kit wrote it)"
 
 
@@ -147,15 +147,15 @@ def experiments_section(collection: Collection, chosen: Run, out: Path) -> Secti
     label = score_label(collection.task)
     runs = collection.runs
     rows = [experiment_row(run, settings) for run, settings in zip(runs, distinguishing_settings(runs), strict=True)]
-    columns = ["run", "settings", f"val. {label}", f"val.+TTA {label}", f"test+TTA {label}", f"public {label}",
-               "epochs", "parameters", "training s", "device"]
+    columns = ["run", "settings", "val.", "val.+TTA", "test+TTA", "public", "epochs", "params", "train s", "device"]
     sources = sorted({run.source for run in runs})
     return Section("experiments", SECTIONS["experiments"], [
         Text(f"{len(runs)} run{'s' if len(runs) > 1 else ''} ({', '.join(sources)}). Settings: what sets each run "
              f"apart. Validation scores without and with test-time augmentation (TTA); the test score where the "
              f"test labels are known; the public leaderboard score from runs.csv; training time on the run's "
              f"device. Chosen run: {chosen.name}."),
-        Table("experiments", f"Every run of the report ({collection.task}).", columns, rows),
+        Table("experiments", f"{label} of every run: validation without and with TTA, test with TTA, public "
+                             "leaderboard; epochs, parameters, training seconds and device.", columns, rows),
         figures.experiments(collection, out)])
 
 
