@@ -136,11 +136,13 @@ report: $(STAMP)
 	$(AN2DL) report --task $(TASK) $(RUNS) --out $(or $(OUT),build/report/$(TASK))
 
 # The browser check of tests/test_report.py: Debian's chromium (root, or sudo), then that test alone; with
-# AN2DL_REQUIRE_BROWSER set a missing browser fails the test instead of skipping it.
+# AN2DL_REQUIRE_BROWSER set a missing browser fails the test instead of skipping it. Screenshots: build/report-check/.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 report-check: $(STAMP)
 	command -v chromium >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium)
-	AN2DL_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q tests/test_report.py -k browser
+	AN2DL_REQUIRE_BROWSER=1 AN2DL_SCREENSHOT_DIR=build/report-check $(BIN)/python -m pytest -q tests/test_report.py \
+		-k browser
+	@echo "screenshots: build/report-check/cells.png build/report-check/mars.png"
 
 clean:
 	rm -rf build data/demo .pytest_cache .ruff_cache

@@ -141,8 +141,9 @@ def learning_curves(history_csv: Path, png: Path, style: Style = SCREEN,
                 ax.legend()
         from matplotlib.ticker import MaxNLocator
 
-        for ax in axes.flat:
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        for ax in axes.flat:  # whole epochs, also for a run of one epoch
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+            ax.set_xlim(0.5, len(table) + 0.5)
         axes.flat[-1].set_xlabel("epoch (all phases)")
         if not stacked:
             for ax in axes.flat:
@@ -292,22 +293,24 @@ def run_scores(runs: Mapping[str, Mapping[str, float | None]], xlabel: str, png:
                                 if value is not None))
     names = list(runs)
     width = 0.8 / max(len(labels), 1)
+    legend = 0.2 * -(-len(labels) // 2) + 0.1  # inches: two entries a row, above the axes
     with drawing(style) as plt:
-        fig, ax = plt.subplots(figsize=style.size((7.5, 0.5 * len(names) + 1.2),
-                                                  (0.28 * len(names) * len(labels) ** 0.5 + 0.6) / 3.3))
+        fig, ax = plt.subplots(figsize=style.size((7.5, 0.5 * len(names) + 1.2 + legend),
+                                                  (0.28 * len(names) * len(labels) ** 0.5 + 0.6 + legend) / 3.3))
         for i, label in enumerate(labels):
             values = [runs[name].get(label) for name in names]
-            offsets = np.arange(len(names)) - (i - (len(labels) - 1) / 2) * width
+            offsets = np.arange(len(names)) + (i - (len(labels) - 1) / 2) * width
             shown = [k for k, v in enumerate(values) if v is not None]
             bars = ax.barh(offsets[shown], [values[k] for k in shown], width, label=label,
                            color=OKABE_ITO[i % len(OKABE_ITO)])
             if style.bar_values:
                 ax.bar_label(bars, fmt="%.3f", fontsize=style.small)
         ax.set_yticks(np.arange(len(names)), names)
-        ax.invert_yaxis()
+        ax.invert_yaxis()  # the first run on top, and in each run the first score on top
         ax.set_xlabel(xlabel)
-        ax.legend(frameon=False, loc="lower left", bbox_to_anchor=(0, 1), ncol=min(len(labels), 2))
-        fig.tight_layout()
+        # Across the whole figure, not the axes: long run names push the axes right.
+        fig.legend(*ax.get_legend_handles_labels(), frameon=False, loc="upper center", ncol=min(len(labels), 2))
+        fig.tight_layout(rect=(0, 0, 1, 1 - legend / fig.get_size_inches()[1]))
         return save_figure(fig, png, style)
 
 

@@ -398,6 +398,10 @@ def test_missing_optional_files_leave_empty_cells_with_a_footnote(built, tmp_pat
         assert f"No {what} figure: bare has no" in page
     assert "No architecture table: bare has no model.keras" in page
     assert all(row[3][0] == "" and row[3][1] for row in tables["perclass"]["rows"])  # test+TTA
+    broken = _copy_metrics(mars_run, tmp_path / "broken")
+    (broken / "model.keras").write_text("not a model")
+    page = (write_report("mars", [broken], tmp_path / "broken_report")).read_text(encoding="utf-8")
+    assert f"No architecture table: {broken / 'model.keras'} could not be loaded (" in page
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from an2dl_kit.data.clean import REASONS
 from an2dl_kit.report import figures
-from an2dl_kit.report.architecture import describe
+from an2dl_kit.report.architecture import ModelDescription, describe
 from an2dl_kit.report.collect import Collection, Run
 from an2dl_kit.report.document import Cell, Section, Table, Text, cell, score_label
 from an2dl_kit.task import TASKS
@@ -88,11 +88,20 @@ def augmentation_section(run: Run, out: Path) -> Section:
         figures.augmentation(run, out)])
 
 
+def model_description(run: Run) -> tuple[ModelDescription | None, str]:
+    """The run's saved model described, or None and why not (no file; a file this Keras cannot load)."""
+    model_file = run.file(Path(MODEL_FILE).name)
+    if model_file is None:
+        return None, f"{run.name} has no {MODEL_FILE} to read it from"
+    try:
+        return describe(model_file), ""
+    except (OSError, ValueError, TypeError) as error:  # Keras' load errors: unreadable, unknown layer, version
+        return None, f"{model_file} could not be loaded ({str(error).splitlines()[0].split('. ')[0]})"
+
+
 def model_section(run: Run) -> Section:
     info = run.metrics["model"]
-    model_file = run.file(Path(MODEL_FILE).name)
-    description = describe(model_file) if model_file is not None else None
-    missing = f"{run.name} has no {MODEL_FILE} to read it from"
+    description, missing = model_description(run)
     flops = Cell(None, missing) if description is None else Cell(description.flops / 1e9)
     rows = [[Cell(key.replace("_", " ")), Cell(str(value))] for key, value in info.items()
             if key not in ("name", "params")]
