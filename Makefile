@@ -40,7 +40,7 @@ export ACCELERATOR MARS_COMPETITION CELLS_COMPETITION CELLS_DATASETS MARS_DATASE
 
 .PHONY: help demo test lint bench gpu-check results docs synth bundle push-cells push-mars status wait \
         output-cells output-mars submit scores runs quota upload-data run-cells-local run-mars-local ensemble clean \
-        cpu-image-check push-folds wait-folds output-folds ensemble-folds
+        cpu-image-check push-folds wait-folds output-folds ensemble-folds report report-check
 
 help:
 	@echo "make demo            synthetic data -> train both tasks -> leaderboard files (DATA=DIR for real files)"
@@ -62,6 +62,8 @@ help:
 	@echo "make wait-folds | output-folds | ensemble-folds TASK=mars K=5 [NAME=..]  follow them, then one submission"
 	@echo "make run-cells-local | run-mars-local     run the bundled kernel here (DATA=DIR OUT=DIR PROFILE=..)"
 	@echo "make ensemble TASK=mars RUNS=\"DIR DIR ..\" [OUT=..] [WEIGHTS=validation] [DATA=..]  average runs"
+	@echo "make report TASK=mars RUNS=\"DIR DIR ..\" [OUT=..]  homework report: report.html/.md, figures/, tables.tex"
+	@echo "make report-check    install Debian's chromium (apt-get) and check a report in it, headless and offline"
 	@echo "  Kaggle settings: KAGGLE_USERNAME ACCELERATOR=$(ACCELERATOR) MARS_COMPETITION=$(MARS_COMPETITION)"
 	@echo "                   CELLS_COMPETITION CELLS_DATASETS MARS_DATASETS INTERNET=$(INTERNET) PIN=$(PIN)"
 	@echo "make gpu-check       train each kaggle profile a few steps on synthetic data: step time, img/s, memory"
@@ -199,6 +201,18 @@ cpu-image-check: $(STAMP) $(CPU_IMAGE)/venv/.installed
 	$(AN2DL) check $(CPU_IMAGE)/cells/submission.csv --task cells --test $(CPU_IMAGE)/data/cells/test_set.npz
 	$(AN2DL) run-local --task mars --profile smoke --data $(CPU_IMAGE)/data --out $(CPU_IMAGE)/mars --python $(CPU_PY)
 	$(AN2DL) check $(CPU_IMAGE)/mars/submission.csv --task mars --test $(CPU_IMAGE)/data/mars/mars_for_students.npz
+
+report: $(STAMP)
+	$(AN2DL) report --task $(TASK) $(RUNS) --out $(or $(OUT),build/report/$(TASK))
+
+# The browser check of tests/test_report.py: Debian's chromium (root, or sudo), then that test alone; with
+# AN2DL_REQUIRE_BROWSER set a missing browser fails the test instead of skipping it. Screenshots: build/report-check/.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+report-check: $(STAMP)
+	command -v chromium >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium)
+	AN2DL_REQUIRE_BROWSER=1 AN2DL_SCREENSHOT_DIR=build/report-check $(BIN)/python -m pytest -q tests/test_report.py \
+		-k browser
+	@echo "screenshots: build/report-check/cells.png build/report-check/mars.png"
 
 clean:
 	rm -rf build data/demo .pytest_cache .ruff_cache

@@ -154,6 +154,18 @@ def _add_ensemble(sub) -> None:
     p.set_defaults(func=_handler("an2dl_kit.inference.ensemble:cli"))
 
 
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="the homework report of runs: report.html, report.md, figures/, tables.tex")
+    p.add_argument("--task", choices=_task_choices(), required=True)
+    p.add_argument("folders", nargs="+", type=Path, metavar="RUN_OR_FOLDER",
+                   help="run folders (--out folders or submissions/<task>/v<N>/), compare or ensemble folders")
+    p.add_argument("--out", type=Path, required=True, help="the report's folder")
+    p.add_argument("--chosen", metavar="RUN", help="the run to detail, by name or folder (default: the best public "
+                                                   "score, else the best validation score)")
+    p.add_argument("--runs-csv", type=Path, help="public scores (default: submissions/<task>/runs.csv)")
+    p.set_defaults(func=_handler("an2dl_kit.report:cli"))
+
+
 def _add_set_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="override any run-configuration field, e.g. --set loss=focal --set epochs=80 (repeatable)")
@@ -283,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true", help="also show TensorFlow's native start-up log")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_synth, _add_inspect, _add_check, _add_score, _add_train, _add_config, _add_compare, _add_ensemble,
-                _add_kaggle, _add_preflight, _add_demo):
+                _add_report, _add_kaggle, _add_preflight, _add_demo):
         add(sub)
     return parser
 

@@ -3,7 +3,8 @@
 The demo runs exactly what Kaggle would run: each task's bundled kernel script (`an2dl bundle`), started
 with `python -I` in a Kaggle-like folder layout, with the `local` profile and a short training budget so
 both tasks finish in minutes on two CPU cores. Then it validates each CSV as `make submit` would, scores it
-when test labels are at hand, and lists every file written.
+when test labels are at hand, lists every file written, and ends with each task's report (`an2dl report`:
+report.html, report.md, figures/, tables.tex in `<out>/report/<task>/`).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def cli(args: argparse.Namespace) -> int:
         written[task] = run_local(task, PROFILE, data, run_dir, budget_s=DEMO_BUDGET_S[task])
         report[task] = _validate_and_score(task, run_dir, data)
 
+    reports = write_reports(Path(args.out))
     print(f"\n# Demo finished in {time.monotonic() - started:.0f} s (data: {data})")
     for task in TASKS:
         print(f"\n## {task}")
@@ -73,4 +75,17 @@ def cli(args: argparse.Namespace) -> int:
         print("files:")
         for path in written[task]:
             print(f"  {path}")
+    for task, path in reports.items():
+        print(f"\n{task} report: {path}")
     return 0
+
+
+def write_reports(out: Path) -> dict[str, Path]:
+    """The homework report of each task's demo run (`an2dl report`), in `out/report/<task>/`."""
+    from an2dl_kit.report import write_report
+
+    reports = {}
+    for task in TASKS:
+        log(f"{task}: writing the report of {out / task}")
+        reports[task] = write_report(task, [out / task], out / "report" / task)
+    return reports

@@ -7,7 +7,7 @@ augmentation bound and TTA are left out of both). The networks are full size wit
 weights' values do not change the step time, and no download can stall the check.
 
 - On a GPU: the profile's batch, `GPU_STEPS` timed steps, the fraction of the accelerator's peak FLOP/s
-  reached (training FLOPs per image, counted as `bench.hardware_size` does, x images/s / peak x GPUs), and
+  reached (training FLOPs per image, counted as `an2dl_kit.models.flops` does, x images/s / peak x GPUs), and
   the fine-tuning step again with determinism on, to show what `deterministic=on` costs.
 - On a CPU: the CPU split into two logical devices, so that the full-size `kaggle` graph runs as on T4 x2
   (MirroredStrategy; float32 there), with `CPU_BATCH` images per replica and `CPU_STEPS` timed steps: a
@@ -111,9 +111,9 @@ def task_rows(task: str, on_cpu: bool, deterministic: str = "auto", phases: tupl
 
     from an2dl_kit import runtime as rt
     from an2dl_kit.kaggle.preflight import synthetic_data
+    from an2dl_kit.models.flops import forward_flops
     from an2dl_kit.tasks.runner import hooks_for
     from bench.hardware_estimate import trainable_count
-    from bench.hardware_size import forward_flops
 
     hooks, config = hooks_for(task), task_config(task, on_cpu, deterministic)
     runtime = rt.setup_runtime(0, config.run.precision, config.run.deterministic)

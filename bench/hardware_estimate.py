@@ -1,6 +1,6 @@
 """Estimated epoch time and total run time of each task's `kaggle` profile on Kaggle's T4 x2.
 
-Inputs: forward FLOPs of the profile's model (counted as in `bench.hardware_size`), the profile's
+Inputs: forward FLOPs of the profile's model (counted by `an2dl_kit.models.flops`), the profile's
 epochs, batch size, repeats and TTA views, the course data sizes (REFERENCE.md: 11,959 cleaned cell
 images; 2,505 cleaned Mars tiles, big rock in 63 of them; 10,022 Mars test tiles; the cells test set is
 hidden on Codabench, so only validation is predicted), and two rates measured here: the augmentation
@@ -125,10 +125,10 @@ def cells_rows() -> list[Row]:
     from an2dl_kit.augment.cells import CellsAugment
     from an2dl_kit.inference.tta import resolve_views
     from an2dl_kit.models.cells import build_classifier, freeze_backbone, unfreeze_except_normalization
+    from an2dl_kit.models.flops import forward_flops
     from an2dl_kit.pipeline import Batches
     from an2dl_kit.tasks import resolve_config
     from bench.hardware_augment import batches_rate, cells_pool
-    from bench.hardware_size import forward_flops
     from bench.hardware_tta import view_handling_rate
 
     config = resolve_config(CELLS.name, "kaggle")
@@ -168,10 +168,11 @@ def cells_rows() -> list[Row]:
 
 def mars_rows() -> list[Row]:
     from an2dl_kit.inference.tta import resolve_views
+    from an2dl_kit.models.flops import forward_flops
     from an2dl_kit.models.mars import build_model
     from an2dl_kit.tasks import mars, resolve_config
     from bench.hardware_augment import batches_rate, mars_pool
-    from bench.hardware_size import MARS_SHAPE, forward_flops
+    from bench.hardware_size import MARS_SHAPE
     from bench.hardware_tta import view_handling_rate
 
     config = resolve_config(MARS.name, "kaggle", {"workers": 1})  # its training Batches built on one thread

@@ -14,7 +14,8 @@ from an2dl_kit.tasks import cells, resolve_config
 from an2dl_kit.tasks.runner import METRICS_KEYS
 
 EXPECTED_FILES = {"submission.csv", "submission.zip", "test_probs.npz", "val_probs.npz", "model.keras", "history.csv",
-                  "metrics.json", "learning_curves.png", "confusion_matrix.png", "augmentation_preview.png"}
+                  "metrics.json", "learning_curves.png", "confusion_matrix.png", "augmentation_preview.png",
+                  "examples.npz"}
 CPU = SimpleNamespace(kind="cpu", jit_compile=False, scaled_lr=lambda lr: lr)
 
 
@@ -140,6 +141,10 @@ def test_smoke_run_writes_every_file_and_a_valid_submission(smoke_run, synthetic
                                                    - metrics["validation"]["accuracy"])
     assert metrics["model"]["backbone"] == "small_cnn" and len(metrics["details"]["class_weights"]) == 8
     assert metrics["test"] is not None and metrics["seconds"]["training"] > 0
+    counts, cleaning = metrics["cleaning"]["class_counts"], metrics["cleaning"]
+    assert sum(counts["raw"]) == cleaning["kept"] + sum(cleaning["removed"].values())
+    assert sum(counts["cleaned"]) == cleaning["kept"] and sum(counts["train"]) == metrics["samples"]["train"]
+    assert counts["validation"] == [sum(row) for row in metrics["validation"]["confusion_matrix"]]
     capsys.readouterr()
     assert main(["check", str(out / "submission.csv"), "--task", "cells", "--test",
                  str(synthetic_dir / "cells" / "test_set.npz")]) == 0

@@ -11,7 +11,7 @@ from an2dl_kit.tasks import mars, run
 from an2dl_kit.tasks.runner import METRICS_KEYS
 
 OUTPUTS = {"submission.csv", "test_probs.npz", "val_probs.npz", "model.keras", "history.csv", "metrics.json",
-           "learning_curves.png", "class_iou.png", "predictions.png"}
+           "learning_curves.png", "class_iou.png", "predictions.png", "augmentation_preview.png", "examples.npz"}
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +46,17 @@ def test_smoke_run_writes_every_output(smoke_run):
     stored = open_stored(out / "val_probs.npz")
     assert stored.meta["split"] == split and len(stored.index) == saved["samples"]["validation"]
     assert stored.labels.shape == (len(stored.index), 64, 128) and stored.index.max() < split["rows"]
+
+    counts = saved["cleaning"]["class_counts"]  # pixels per class, for the report's data section
+    pixels = 64 * 128
+    assert sum(counts["raw"]) == pixels * (saved["cleaning"]["kept"] + sum(saved["cleaning"]["removed"].values()))
+    assert sum(counts["cleaned"]) == pixels * saved["cleaning"]["kept"]
+    assert [sum(counts[s]) for s in ("train", "validation")] == [pixels * saved["samples"][s]
+                                                                 for s in ("train", "validation")]
+    assert counts["validation"][1:] == [sum(row) for row in saved["validation"]["confusion_matrix"]][1:]
+    with np.load(out / "examples.npz") as examples:
+        assert examples["preview"].shape == examples["preview_masks"].shape == (4, 4, 64, 128)
+        assert examples["images"].dtype == np.uint8 and examples["predicted"].shape == examples["truth"].shape
 
 
 @pytest.mark.slow

@@ -129,3 +129,15 @@ def oversample(masks: np.ndarray, class_id: int = BIG_ROCK, factor: int = 3, min
     counts = (masks == class_id).reshape(len(masks), -1).sum(axis=1)
     rare = np.flatnonzero(counts >= min_pixels)
     return np.concatenate([np.arange(len(masks))] + [rare] * max(factor - 1, 0))
+
+
+def preview(images: np.ndarray, masks: np.ndarray, name: str, copies: int = 4,
+            seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """`copies` versions of each tile (N, H, W, 1) in [0, 1] and its mask: (images (N, copies, H, W),
+    masks (N, copies, H, W)); column 0 is the original (all columns are, for the pipeline "none")."""
+    compose = seeded(name)
+    rng = np.random.default_rng(seed)
+    columns = [(images, masks)] + [_apply(compose, images, masks, rng) if compose is not None else (images, masks)
+                                   for _ in range(copies - 1)]
+    return (np.stack([c[0][..., 0] for c in columns], axis=1),
+            np.stack([c[1] for c in columns], axis=1))

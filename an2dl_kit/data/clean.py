@@ -53,6 +53,15 @@ class CleaningReport:
     def total(self) -> int:
         return len(self.kept) + sum(self.removed.values())
 
+    def record(self, labels: np.ndarray, num_classes: int) -> dict:
+        """What metrics.json keeps (`cleaning`): rows kept, rows removed per reason, and the class counts
+        (images per class; pixels per class for masks) of the loaded `labels` and of the rows kept."""
+        from an2dl_kit.data.split import class_counts
+
+        return {"kept": len(self.kept), "removed": self.removed,
+                "class_counts": {"raw": class_counts(labels, num_classes),
+                                 "cleaned": class_counts(np.asarray(labels)[self.kept], num_classes)}}
+
     def lines(self) -> list[str]:
         lines = [f"kept {len(self.kept)} of {self.total} samples"]
         lines += [f"removed {n}: {REASONS[reason]}" for reason, n in self.removed.items()]

@@ -75,6 +75,11 @@ def partition(labels: np.ndarray, *, folds: int, fold: int | None, val_fraction:
     return np.flatnonzero(assignment != fold), np.flatnonzero(assignment == fold), assignment
 
 
+def class_counts(labels: np.ndarray, num_classes: int) -> list[int]:
+    """Samples per class, or pixels per class for masks (any shape), for class ids 0..num_classes-1."""
+    return np.bincount(np.asarray(labels).reshape(-1).astype(np.int64), minlength=num_classes)[:num_classes].tolist()
+
+
 def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
     """scikit-learn's 'balanced' weights: n_samples / (n_present_classes * count_c), for every class id.
 
@@ -82,8 +87,7 @@ def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, fl
     an entry, with weight 0.0, so the dict can be passed to Keras' `class_weight` (which needs every class
     id) and a class never seen contributes nothing. Works on any shape (Mars masks count pixels).
     """
-    labels = np.asarray(labels).reshape(-1)
-    counts = np.bincount(labels.astype(np.int64), minlength=num_classes)[:num_classes]
+    counts = np.asarray(class_counts(labels, num_classes))
     present = counts > 0
     weights = np.zeros(num_classes, dtype=np.float64)
     weights[present] = counts.sum() / (present.sum() * counts[present])

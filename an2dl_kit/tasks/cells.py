@@ -149,12 +149,13 @@ class CellsHooks(TaskHooks):
         inputs = find_inputs(data)
         train_path = inputs.require(CELLS.name)
         rt.log(f"cells: loading {train_path}")
-        cleaned, report = clean_cells(load_cells_train(train_path))
+        raw = load_cells_train(train_path)
+        cleaned, report = clean_cells(raw)
         for line in report.lines():
             rt.log(f"cells: {line}")
         test = load_cells_test(inputs.cells_test) if inputs.cells_test is not None else None
         return Loaded(cleaned.images, cleaned.labels, test, inputs.cells_test,
-                      {"kept": len(report.kept), "removed": report.removed})
+                      report.record(raw.labels, CELLS.num_classes))
 
     def plan(self, config, runtime, data: RunData) -> TrainingPlan:
         from an2dl_kit.models import cells as models
@@ -196,7 +197,6 @@ class CellsHooks(TaskHooks):
 
     def write_outputs(self, out_dir: Path, config, data: RunData, results: Results) -> list[str]:
         from an2dl_kit import plots
-        from an2dl_kit.augment.cells import preview
         from an2dl_kit.inference.codabench import Member, write_submission_zip
         from an2dl_kit.submission import write_cells_csv
 
@@ -210,15 +210,29 @@ class CellsHooks(TaskHooks):
         accuracy = results.validation_tta["accuracy"]
         plots.confusion_matrix(results.validation_tta["confusion_matrix"], out_dir / CONFUSION_PNG,
                                f"validation with TTA ({config.inference.tta}): accuracy {accuracy:.4f}")
-        rows = preview_rows(data.y_train, PREVIEW_IMAGES, config.training.seed)
-        grid = preview(data.x_train[rows], config.augmentation.augment, copies=PREVIEW_COPIES,
-                       seed=config.training.seed)
-        plots.augmentation_preview(grid, data.y_train[rows], config.augmentation.augment, out_dir / PREVIEW_PNG)
-        return files + [SUBMISSION_ZIP, CONFUSION_PNG, PREVIEW_PNG]
+        return files + [SUBMISSION_ZIP, CONFUSION_PNG] + write_examples(out_dir, config, data, results)
 
     def score_line(self, label: str, scores: dict[str, Any]) -> str:
         return (f"{label:<16} accuracy {scores['accuracy']:.4f}  precision {scores['precision']:.4f}  "
                 f"recall {scores['recall']:.4f}  F1 {scores['f1']:.4f}")
+
+
+def write_examples(out_dir: Path, config, data: RunData, results: Results) -> list[str]:
+    """The augmentation preview (one training image per class, then augmented copies) and its pixels, with
+    one validation image per class and its prediction, in `examples.npz` (what a report redraws)."""
+    from an2dl_kit import plots
+    from an2dl_kit.augment.cells import preview
+
+    seed, pipeline = config.training.seed, config.augmentation.augment
+    rows = preview_rows(data.y_train, PREVIEW_IMAGES, seed)
+    grid = preview(data.x_train[rows], pipeline, copies=PREVIEW_COPIES, seed=seed)
+    names = [CELLS.class_names[c] for c in data.y_train[rows]]
+    plots.augmentation_preview(grid, out_dir / PREVIEW_PNG, pipeline, row_names=names)
+    shown = preview_rows(data.y_val, PREVIEW_IMAGES, seed)
+    plots.save_examples(out_dir / plots.EXAMPLES_NPZ, preview=grid, preview_labels=data.y_train[rows],
+                        preview_pipeline=np.array(pipeline), images=data.x_val[shown], truth=data.y_val[shown],
+                        predicted=results.val_labels[shown])
+    return [PREVIEW_PNG, plots.EXAMPLES_NPZ]
 
 
 def preview_rows(labels: np.ndarray, count: int, seed: int) -> np.ndarray:

@@ -4,7 +4,7 @@ One training phase of the enhanced U-Net from scratch, with the leaderboard mIoU
 oversampling, online augmentation of image and mask together, adaptive class weights after every epoch and a
 cosine learning rate planned against the time budget. Predictions never take the background class; a majority
 filter is kept only if it does not lower validation mIoU. Outputs: submission.csv (the course's `y_to_df`
-layout), per-class IoU bars and prediction overlays. Profiles: `tasks/mars_config.py`.
+layout), per-class IoU bars, prediction overlays and an augmentation preview. Profiles: `tasks/mars_config.py`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,10 @@ from an2dl_kit.training import Schedule
 SUBMISSION_CSV = "submission.csv"
 IOU_PNG = "class_iou.png"
 OVERLAY_PNG = "predictions.png"
+PREVIEW_PNG = "augmentation_preview.png"
 OVERLAY_ROWS = 6
+PREVIEW_TILES = 4
+PREVIEW_COPIES = 4
 
 
 class PassSlices(Batches):
@@ -102,11 +105,11 @@ class MarsHooks(TaskHooks):
 
         path = find_inputs(data).require(MARS.name)
         rt.log(f"mars: loading {path}")
-        cleaned, report = clean_mars(load_mars(path))
+        raw = load_mars(path)
+        cleaned, report = clean_mars(raw)
         for line in report.lines():
             rt.log(f"mars: {line}")
-        return Loaded(cleaned.images, cleaned.masks, cleaned.test, path,
-                      {"kept": len(report.kept), "removed": report.removed})
+        return Loaded(cleaned.images, cleaned.masks, cleaned.test, path, report.record(raw.masks, MARS.num_classes))
 
     def strata(self, labels: np.ndarray) -> np.ndarray:
         from an2dl_kit.data.split import mars_strata
@@ -178,13 +181,31 @@ class MarsHooks(TaskHooks):
         if results.test_tta is not None:
             bars["test + TTA"] = results.test_tta
         plots.class_iou(bars, out_dir / IOU_PNG)
-        rows = plots.overlay_rows(data.y_val, OVERLAY_ROWS, config.training.seed)
-        plots.overlays(data.x_val[rows, ..., 0], data.y_val[rows], results.val_labels[rows], out_dir / OVERLAY_PNG)
-        return [SUBMISSION_CSV, IOU_PNG, OVERLAY_PNG]
+        return [SUBMISSION_CSV, IOU_PNG] + write_examples(out_dir, config, data, results)
 
     def score_line(self, label: str, scores: dict) -> str:
         per_class = "  ".join(f"{name} {value:.3f}" for name, value in scores["iou"].items())
         return f"{label:<16} mIoU {scores['miou']:.4f}  accuracy {scores['pixel_accuracy']:.4f}  IoU {per_class}"
+
+
+def write_examples(out_dir: Path, config, data: RunData, results: Results) -> list[str]:
+    """Validation overlays (image | truth | prediction) and the augmentation preview (training tiles and
+    augmented copies, masks drawn over them), with their pixels in `examples.npz` (what a report redraws)."""
+    from an2dl_kit import plots
+    from an2dl_kit.augment.mars import preview
+
+    seed, pipeline = config.training.seed, config.augmentation.augment
+    rows = plots.overlay_rows(data.y_val, OVERLAY_ROWS, seed)
+    images = np.round(data.x_val[rows, ..., 0] * 255).astype(np.uint8)
+    plots.overlays(images, data.y_val[rows], results.val_labels[rows], out_dir / OVERLAY_PNG)
+    shown = plots.overlay_rows(data.y_train, PREVIEW_TILES, seed)
+    tiles, masks = preview(data.x_train[shown], data.y_train[shown], pipeline, copies=PREVIEW_COPIES, seed=seed)
+    tiles = np.round(np.clip(tiles, 0, 1) * 255).astype(np.uint8)
+    plots.augmentation_preview(tiles, out_dir / PREVIEW_PNG, pipeline, masks=masks)
+    plots.save_examples(out_dir / plots.EXAMPLES_NPZ, preview=tiles, preview_masks=masks,
+                        preview_pipeline=np.array(pipeline), images=images, truth=data.y_val[rows],
+                        predicted=results.val_labels[rows].astype(np.uint8))
+    return [OVERLAY_PNG, PREVIEW_PNG, plots.EXAMPLES_NPZ]
 
 
 HOOKS = MarsHooks()

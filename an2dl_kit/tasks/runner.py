@@ -239,7 +239,7 @@ def curves(folder: Path) -> list[str]:
 def prepare_data(hooks: TaskHooks, config, data: Path | None) -> RunData:
     """Load and clean, stratified split (or fold `data.fold` of a stratified K-fold), optional cap on the
     training set, known test labels."""
-    from an2dl_kit.data.split import partition
+    from an2dl_kit.data.split import class_counts, partition
 
     loaded = hooks.load(data)
     d, seed = config.data, config.training.seed
@@ -249,10 +249,15 @@ def prepare_data(hooks: TaskHooks, config, data: Path | None) -> RunData:
     if config.data.max_train is not None:
         train_idx = np.sort(np.random.default_rng(seed).permutation(train_idx)[:config.data.max_train])
     test = None if loaded.test is None else hooks.to_inputs(loaded.test)
+    # metrics.json's class counts: the loader's raw and cleaned ones, then this split's.
+    split_counts = {"train": class_counts(loaded.labels[train_idx], hooks.info.num_classes),
+                    "validation": class_counts(loaded.labels[val_idx], hooks.info.num_classes)}
+    cleaning = {**loaded.cleaning,
+                "class_counts": {**loaded.cleaning.get("class_counts", {}), **split_counts}}
     run_data = RunData(
         x_train=hooks.to_inputs(loaded.images[train_idx]), y_train=loaded.labels[train_idx],
         x_val=hooks.to_inputs(loaded.images[val_idx]), y_val=loaded.labels[val_idx], x_test=test,
-        y_test=known_test_labels(loaded.test_path, loaded.test, hooks.info.label_shape), cleaning=loaded.cleaning,
+        y_test=known_test_labels(loaded.test_path, loaded.test, hooks.info.label_shape), cleaning=cleaning,
         test_fingerprint=None if loaded.test is None else fingerprint(loaded.test), val_index=val_idx,
         split={"folds": d.folds, "fold": d.fold, "split_seed": split_seed, "rows": len(assignment),
                "assignment_sha256": fingerprint(assignment), "train_sha256": fingerprint(loaded.images, loaded.labels)})
