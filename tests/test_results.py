@@ -133,17 +133,9 @@ def test_results_command_rewrites_then_finds_nothing_stale(tmp_path, monkeypatch
     assert "| cells | `local`" in readme.read_text()
 
 
-def test_benchmark_records_carry_the_figures_of_their_runs():
-    from bench import cells_robustness, mars_quality
+def test_the_mars_record_carries_the_submitted_masks_scores():
+    from bench import mars_quality
 
-    run = {"seed": 1, "epochs": 40, "clean": 0.97, "corrupted": 0.91, "seconds": 600.4, "cpu": 950.6,
-           "per_corruption": {"jpeg": 0.9}, "per_severity": {1: 0.95}}
-    args = type("Args", (), {"set": ["echo=3"]})()
-    cells = cells_robustness.record({"kit": [run], "baseline": []}, args, 600.0)
-    assert cells["runs"] == [{"model": "kit local", "seed": 1, "epochs": 40, "clean": 0.97, "corrupted": 0.91,
-                              "training_s": 600, "cpu_s": 951, "per_corruption": {"jpeg": 0.9},
-                              "per_severity": {"1": 0.95}}]
-    assert cells["settings"]["overrides"] == ["echo=3"]
     scores = {"miou": 0.66, "iou": {"soil": 0.8, "bedrock": 0.85, "sand": 0.7, "big rock": 0.2}}
     metrics = {"config": {"training": {"seed": 2}}, "phases": [{"epochs_run": 30}], "test_tta": scores,
                "validation_tta": {"miou": 0.65}, "tta": {"views": ["identity"]}, "seconds": {"training": 899.7}}
