@@ -40,6 +40,7 @@ def test_args_lines_cover_names_continuations_and_bases():
 
 def test_first_sentence_ends_at_a_full_stop_only():
     assert describe.first_sentence("the first. It has a second sentence.") == "the first."
+    assert describe.first_sentence("as Schneider et al. (2020) do. More.") == "as Schneider et al. (2020) do."
     assert describe.first_sentence("seeds 0, 1, ... of e.g. the split (None: all).") == \
         "seeds 0, 1, ... of e.g. the split (None: all)."
 

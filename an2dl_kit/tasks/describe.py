@@ -19,7 +19,7 @@ from an2dl_kit.errors import KitError
 from an2dl_kit.registry import Registry
 
 ARG_LINE = re.compile(r"^\s{4,8}([a-z_][a-z0-9_]*(?:, [a-z_][a-z0-9_]*)*)(?: \([^)]*\))?: (.*)$")
-SENTENCE_END = re.compile(r"(?<!e\.g)(?<!i\.e)(?<!\.)\.(?!\.)(?=\s|$)")
+SENTENCE_END = re.compile(r"(?<!e\.g)(?<!i\.e)(?<!et al)(?<!\.)\.(?!\.)(?=\s|$)")
 
 
 def field_docs(group: type) -> dict[str, str]:
@@ -64,7 +64,7 @@ def _indent_of_first(doc: str) -> int:
 
 
 def first_sentence(text: str) -> str:
-    """Up to the first full stop that ends a sentence ("e.g." does not)."""
+    """Up to the first full stop that ends a sentence ("e.g.", "i.e." and "et al." do not)."""
     match = SENTENCE_END.search(text)
     return text[:match.end()] if match else text
 
