@@ -106,8 +106,8 @@ def validate(config: Any) -> None:
 
 
 def check_folds(config: Any) -> None:
-    """`data.fold` names one of `data.folds` folds, and only when there are several (groups without them pass)."""
-    folds, fold = getattr(config.data, "folds", 1), getattr(config.data, "fold", None)
+    """`data.fold` names one of `data.folds` folds, and only when there are several."""
+    folds, fold = config.data.folds, config.data.fold
     if fold is not None and folds < 2:
         raise KitError(f"{_label(config, 'fold')}={fold}: needs folds >= 2 (set folds=K too)")
     if fold is not None and fold >= folds:
@@ -166,6 +166,25 @@ def field_names(config: Any) -> tuple[str, ...]:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class DataSplit:
+    """Which images a run trains and validates on; each task's `data` group extends it.
+
+    Args:
+        val_fraction: stratified validation share.
+        max_train: keep at most this many training images (None: all); for smoke runs.
+        folds: 1: one stratified split by val_fraction; K >= 2: a stratified K-fold of the cleaned training set.
+        fold: the fold a run validates on, 0..folds-1 (None with folds >= 2: every fold in turn, then their ensemble).
+        split_seed: seeds the split or folds, apart from training.seed (None: training.seed for a split, 0 for folds).
+    """
+
+    val_fraction: float = bounded(0.01, 0.9)
+    max_train: int | None = bounded(8, default=None)
+    folds: int = bounded(1, MAX_FOLDS, default=1)
+    fold: int | None = bounded(0, MAX_FOLDS - 1, default=None)
+    split_seed: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class RunSettings:
     """How a run is executed, not what it trains: changing these resumes an interrupted run.
 
@@ -211,7 +230,7 @@ class RunConfig:
     types (`tasks/<task>_config.py`) and its name in `TASK`."""
 
     TASK: typing.ClassVar[str]
-    data: Any
+    data: DataSplit
     model: Any
     training: Any
     augmentation: Any

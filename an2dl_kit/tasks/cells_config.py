@@ -20,7 +20,7 @@ from typing import ClassVar
 
 from an2dl_kit.config import (
     KEEP_WEIGHTS,
-    MAX_FOLDS,
+    DataSplit,
     Inference,
     RunConfig,
     RunSettings,
@@ -50,20 +50,8 @@ def _weights_request(value: str) -> None:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Data:
-    """Args:
-        val_fraction: stratified validation share.
-        max_train: keep at most this many training images (None: all); for smoke runs.
-        folds: 1: one stratified split by val_fraction; K >= 2: a stratified K-fold of the cleaned training set.
-        fold: the fold a run validates on, 0..folds-1 (None with folds >= 2: every fold in turn, then their ensemble).
-        split_seed: seeds the split or folds, apart from training.seed (None: training.seed for a split, 0 for folds).
-    """
-
-    val_fraction: float = bounded(0.01, 0.9)
-    max_train: int | None = bounded(8, default=None)
-    folds: int = bounded(1, MAX_FOLDS, default=1)
-    fold: int | None = bounded(0, MAX_FOLDS - 1, default=None)
-    split_seed: int | None = None
+class Data(DataSplit):
+    """The split's settings (`config.DataSplit`); cells add none."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from an2dl_kit.config import (
     KEEP_WEIGHTS,
-    MAX_FOLDS,
+    DataSplit,
     Inference,
     RunConfig,
     RunSettings,
@@ -28,21 +28,12 @@ AUGMENT_MODES: Registry[None] = Registry("augment mode", dict.fromkeys(("online"
 
 
 @dataclass(frozen=True, kw_only=True)
-class Data:
-    """Args:
+class Data(DataSplit):
+    """Args (beyond `config.DataSplit`'s):
         val_fraction: stratified validation share (big-rock tiles reach validation).
-        max_train: keep at most this many training tiles (None: all); for smoke runs.
-        folds: 1: one stratified split by val_fraction; K >= 2: a stratified K-fold of the cleaned training set.
-        fold: the fold a run validates on, 0..folds-1 (None with folds >= 2: every fold in turn, then their ensemble).
-        split_seed: seeds the split or folds, apart from training.seed (None: training.seed for a split, 0 for folds).
         oversample_big_rock: each tile holding big rock appears this many times in the training set.
     """
 
-    val_fraction: float = bounded(0.01, 0.9)
-    max_train: int | None = bounded(8, default=None)
-    folds: int = bounded(1, MAX_FOLDS, default=1)
-    fold: int | None = bounded(0, MAX_FOLDS - 1, default=None)
-    split_seed: int | None = None
     oversample_big_rock: int = bounded(1, 16)
 
 
