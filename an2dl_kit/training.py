@@ -331,6 +331,15 @@ def _backup_epoch(phase_dir: Path) -> tuple[int, float] | None:
     return (epoch, max(age, 0.0)) if epoch > 0 else None
 
 
+def _announce_resume(phase_dir: Path, name: str, epochs: int) -> bool:
+    """Say which epoch an interrupted phase resumes at and how old its backup is; whether it resumes."""
+    backup = _backup_epoch(phase_dir)
+    if backup is not None:
+        log(f"phase {name}: resuming at epoch {backup[0] + 1} of {epochs} from a backup written "
+            f"{_age(backup[1])} ago")
+    return backup is not None
+
+
 def _age(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
@@ -421,10 +430,7 @@ def fit_phase(model: keras.Model, train, val, *, name: str, epochs: int, out_dir
     keeper = _BestKeeper(monitor, mode, phase_dir, out_dir / MODEL_FILE, best, keep_last=keep == "last")
     recorder = _HistoryRecorder(out_dir / HISTORY_FILE, name)
     log(f"phase {name}: up to {epochs} epochs, monitoring {monitor} ({mode})")
-    backup = _backup_epoch(phase_dir)
-    if backup is not None:
-        log(f"phase {name}: resuming at epoch {backup[0] + 1} of {epochs} from a backup written "
-            f"{_age(backup[1])} ago")
+    resumed = _announce_resume(phase_dir, name, epochs)
     start = time.monotonic()
     # The planner precedes the others: it writes the epoch's learning rate into the logs they record. A weight
     # average swaps in ahead of them all at the end of an epoch, so that the keeper saves what validation scored.
@@ -436,7 +442,7 @@ def fit_phase(model: keras.Model, train, val, *, name: str, epochs: int, out_dir
     _restore_best(model, keeper, best, f"phase {name}")
     result = PhaseResult(name=name, epochs_run=len(recorder.rows), best_epoch=keeper.best_epoch,
                          best_value=keeper.value, seconds=round(seconds, 2), stopped_by_budget=budget.triggered,
-                         resumed=backup is not None,
+                         resumed=resumed,
                          history={k: [float(v) for v in values] for k, values in history.history.items()})
     write_json(phase_dir / "done.json", asdict(result))
     log(f"phase {name}: {result.epochs_run} epochs in {seconds:.0f} s; {keep} {monitor} "
