@@ -166,6 +166,17 @@ def oof_line(oof: dict) -> str:
             f"mean {oof['mean']:.4f} ± {oof['std']:.4f}){missing}{filtered}")
 
 
+def fold_set_oof(record: dict) -> dict:
+    """A fold ensemble's `oof` record with each fold's submitted views and test score (None without test labels)
+    added to its entry in `per_fold`: the `oof` of a fold set's metrics.json (`runner.fold_set_record`), and what
+    `an2dl report` shows of a fold ensemble."""
+    score, members = record["score"], {member["fold"]: member for member in record["members"]}
+    return {**record["oof"], "per_fold": [
+        {**entry, "views": members[entry["fold"]]["views"],
+         "test": None if members[entry["fold"]]["test"] is None else members[entry["fold"]]["test"][score]}
+        for entry in record["oof"]["per_fold"]]}
+
+
 def member_weights(members: Sequence[Stored], weighting: str) -> np.ndarray:
     """Weights summing to one: equal, or proportional to each run's validation score of its submitted
     predictions (the runs' validation sets may differ; the score still ranks how well each run learned)."""

@@ -11,7 +11,9 @@ with the public scores of `submissions/<task>/runs.csv`, and writes into `--out`
 - `tables.tex`: every table as a booktabs `tabular` in its own macro, ready to `\\input`.
 
 The run the report details (learning curves, per-class scores, TTA and post-processing decisions, examples) is
-`--chosen`, else the best public score, else the best validation score of the submitted predictions.
+`--chosen`, else the best public score, else the best validation score of the submitted predictions (a fold
+set's: its out-of-fold score). A fold set is one run (`collect`); its curves, examples, data and model are its
+first fold's.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ def chosen_run(collection: Collection, name: str | None) -> tuple[Run, str]:
         return run, "chosen with --chosen"
     if run.public is not None:
         return run, f"the best public {label} of the runs ({run.public:.4f})"
-    return run, f"the best validation {label} of the submitted predictions ({run.submitted_validation():.4f})"
+    oof = ", out of fold" if run.oof is not None else ""
+    return run, f"the best validation {label} of the submitted predictions ({run.submitted_validation():.4f}{oof})"
 
 
 def written_by() -> str:

@@ -3,15 +3,19 @@
 Each folder given to `an2dl report` is one of:
 
 - a run folder (`an2dl train --out`, `run-local`, a downloaded kernel output `submissions/<task>/[<name>/]v<N>/`):
-  `metrics.json` at its top, of the schema `tasks/runner.py` writes (`METRICS_KEYS`);
-- a `compare` folder: `compare_<task>.csv` and one run folder per variant (`an2dl compare`);
-- an ensemble folder: `metrics.json` with `"kind": "ensemble"` (`an2dl ensemble`).
+  `metrics.json` at its top, of the schema `tasks/runner.py` writes (`METRICS_KEYS`). A fold run given on its
+  own (`fold_<k>/` of a fold set, a downloaded `fold<k>` output) is such a run, named by its fold;
+- a fold set: a `metrics.json` whose `oof` is not null, either `an2dl train --set folds=K --out DIR` (its folds
+  in `DIR/fold_<k>/`) or `an2dl ensemble` over fold runs (`ensemble-folds`' `submissions/<task>/[<name>-]folds/
+  v<M>/`; its folds where its `members` name them). It is one run of the report, scored by its `oof` record as
+  runner and ensemble wrote it (nothing is recomputed here), and its fold runs are read with it (`Run.folds`);
+- a `compare` folder: `compare_<task>.csv` and one run (or fold set) folder per variant (`an2dl compare`);
+- an ensemble folder: `metrics.json` with `"kind": "ensemble"` and no `oof` (`an2dl ensemble`).
 
-A record's kind picks its reader (`READERS`): a K-fold run (a metrics.json with an `oof` key over `fold_<k>/`
-run folders) becomes one more entry there. Runs of another task, a folder without metrics.json and a schema
-this kit does not know are one-line `KitError`s naming the folder, raised before anything is written.
-Public leaderboard scores come from `submissions/<task>/runs.csv` (`an2dl runs`), matched to downloaded kernel
-outputs by variant and version.
+A record's kind picks its reader (`READERS`). Runs of another task, a folder without metrics.json, a schema this
+kit does not know and a fold set whose fold runs are not where it says are one-line `KitError`s naming the
+folder, raised before anything is written. Public leaderboard scores come from `submissions/<task>/runs.csv`
+(`an2dl runs`), matched to downloaded kernel outputs and fold ensembles by variant and version.
 """
 
 from __future__ import annotations
@@ -30,13 +34,15 @@ from an2dl_kit.tasks.runner import METRICS_JSON, METRICS_KEYS, SCHEMA_VERSION
 
 RUNS_CSV = "runs.csv"
 VERSION_DIR = re.compile(r"v(\d+)")
+FOLD_DIR = re.compile(r"fold_(\d+)")  # where `an2dl train --set folds=K` trains fold k (`runner.run_folds`)
 ENSEMBLE_KEYS = ("schema", "task", "kind", "weights", "score", "members", "test")
 
 
 @dataclass(frozen=True)
 class Run:
-    """One trained run: its folder, its name in the report, its metrics.json, where it came from, and its
-    public leaderboard score (None with `public_note` saying why)."""
+    """One trained run or fold set: its folder, its name in the report, its metrics.json, where it came from,
+    its public leaderboard score (None with `public_note` saying why) and, for a fold set, its fold runs
+    present, in fold order."""
 
     folder: Path
     name: str
@@ -44,13 +50,29 @@ class Run:
     source: str
     public: float | None = None
     public_note: str | None = None
+    folds: tuple[Run, ...] = ()
 
     @property
     def score(self) -> str:
         return TASKS[self.metrics["task"]].score
 
+    @property
+    def oof(self) -> dict | None:
+        """A fold set's out-of-fold record (`inference.ensemble.out_of_fold`, with each fold's views and test
+        score); None for a run."""
+        return self.metrics["oof"]
+
+    @property
+    def detail(self) -> Run:
+        """The run whose data, model, curves and examples the report shows: the run itself, or a fold set's
+        first fold present (the first, not the best: the curves shown are not picked for looking good)."""
+        return self.folds[0] if self.folds else self
+
     def submitted_validation(self) -> float:
-        """The validation score of the predictions the run submitted (with its TTA views, or without)."""
+        """The validation score of the predictions the run submitted (with its TTA views, or without); a fold
+        set's out-of-fold score."""
+        if self.oof is not None:
+            return self.oof["value"]
         chosen = "validation" if self.metrics["tta"]["views"] == ["identity"] else "validation_tta"
         return self.metrics[chosen][self.score]
 
@@ -123,10 +145,10 @@ def check_record(folder: Path, record: dict, task: str, keys: Sequence[str]) -> 
 
 
 def kind_of(record: dict) -> str:
-    """"ensemble", "folds" (a K-fold run: not readable yet) or "run"."""
-    if record.get("kind") == "ensemble":
-        return "ensemble"
-    return "folds" if record.get("oof") else "run"
+    """"folds" (a fold set: a local one or an ensemble of fold runs, both with `oof`), "ensemble" or "run"."""
+    if record.get("oof"):
+        return "folds"
+    return "ensemble" if record.get("kind") == "ensemble" else "run"
 
 
 def kernel_output(folder: Path, task: str) -> tuple[str, int] | None:
@@ -141,8 +163,13 @@ def kernel_output(folder: Path, task: str) -> tuple[str, int] | None:
 
 
 def run_name(folder: Path, task: str) -> str:
+    """A downloaded kernel output by its variant and version ("fold1 v3"), a fold set's `fold_<k>` folder by its
+    set and fold ("mars_folds fold 1"), any other folder by its name."""
     output = kernel_output(folder, task)
-    return f"{output[0]} v{output[1]}" if output else folder.resolve().name
+    if output:
+        return f"{output[0]} v{output[1]}"
+    fold = FOLD_DIR.fullmatch(folder.resolve().name)
+    return f"{folder.resolve().parent.name} fold {fold.group(1)}" if fold else folder.resolve().name
 
 
 def read_run(folder: Path, record: dict, collection: Collection, name: str | None = None,
@@ -157,8 +184,68 @@ def read_ensemble(folder: Path, record: dict, collection: Collection) -> None:
     collection.ensembles.append(Ensemble(folder, folder.resolve().name, record))
 
 
-def read_folds(folder: Path, record: dict, collection: Collection) -> None:
-    raise KitError(f"{folder}: a K-fold run; this kit's report does not read fold runs yet")
+def fold_folders(folder: Path, record: dict) -> list[tuple[int, Path]]:
+    """(fold, run folder) of every fold present in a fold set: `fold_<k>/` beside a local fold set's
+    metrics.json, the folders an ensemble's `members` name (as given to `an2dl ensemble`: relative to the
+    folder it ran in)."""
+    if record.get("kind") != "ensemble":
+        return [(fold, folder / f"fold_{fold}") for fold in record["oof"]["present"]]
+    runs = [(member["fold"], Path(member["run"])) for member in record["members"]]
+    return sorted((fold, run.parent if run.suffix == ".npz" else run) for fold, run in runs)
+
+
+def read_fold_runs(folder: Path, record: dict, task: str) -> tuple[Run, ...]:
+    """The fold runs of a fold set, each checked as a run and as the fold of the set's partition it should be."""
+    folds = []
+    for fold, run in fold_folders(folder, record):
+        if not (run / METRICS_JSON).is_file():
+            raise KitError(f"{folder}: fold {fold} has no {run / METRICS_JSON}; a fold set is read with its "
+                           "fold runs (an ensemble's as its metrics.json names them: run the report where "
+                           "`an2dl ensemble` ran)")
+        metrics = check_record(run, read_json(run / METRICS_JSON), task, METRICS_KEYS)
+        split, partition = metrics["split"], record["oof"]["partition"]
+        if split.get("fold") != fold or split.get("assignment_sha256") != partition["assignment_sha256"]:
+            raise KitError(f"{run}: not fold {fold} of the partition {folder} was scored on (its split: fold "
+                           f"{split.get('fold')}, assignment {str(split.get('assignment_sha256'))[:12]})")
+        folds.append(Run(run, run_name(run, task), metrics, f"fold of {folder.resolve().name}"))
+    return tuple(folds)
+
+
+def fold_ensemble_metrics(record: dict, folds: Sequence[Run]) -> dict:
+    """An `an2dl ensemble` of fold runs in the shape of the metrics.json `an2dl train --set folds=K` writes
+    (`runner.fold_set_record`): what the folds share (settings without `fold`, model, cleaning, runtime,
+    versions, provenance) from the first, every fold's phases and training seconds, the ensemble's `oof` (with
+    each fold's views and test score: `fold_set_oof`), test scores and `weights`. `validation` and
+    `validation_tta` stay null: an ensemble keeps each fold's submitted predictions only, not its predictions
+    without and with TTA."""
+    from an2dl_kit.inference.ensemble import fold_set_oof
+
+    first, oof = folds[0].metrics, fold_set_oof(record)
+    config = first["config"]
+    return {
+        **first, "overrides": {k: v for k, v in first["overrides"].items() if k != "fold"},
+        "config": {**config, "data": {**config["data"], "fold": None}}, "split": {**first["split"], "fold": None},
+        "samples": {"train": oof["of"], "validation": oof["images"], "test": first["samples"]["test"]},
+        "phases": [phase for fold in folds for phase in fold.metrics["phases"]],
+        "validation": None, "validation_tta": None,
+        "tta": {"configured": first["tta"]["configured"], "gain": None, "selection": {},
+                "views": list(dict.fromkeys(view for entry in oof["per_fold"] for view in entry["views"] or []))},
+        "postprocess": oof["postprocess"], "test": None, "test_tta": record["test"], "members": [], "oof": oof,
+        "details": {"folds": [fold.metrics["details"] for fold in folds]},
+        "seconds": {"training": round(sum(fold.metrics["seconds"]["training"] for fold in folds), 2)},
+        "files": record["files"], "weights": record["weights"]}
+
+
+def read_folds(folder: Path, record: dict, collection: Collection, name: str | None = None,
+               source: str | None = None) -> None:
+    """A fold set, local (`an2dl train --set folds=K`) or an ensemble of fold runs, as one run with its folds."""
+    task = collection.task
+    ensembled = record.get("kind") == "ensemble"
+    check_record(folder, record, task, ENSEMBLE_KEYS if ensembled else METRICS_KEYS)
+    folds = read_fold_runs(folder, record, task)
+    metrics = fold_ensemble_metrics(record, folds) if ensembled else record
+    collection.runs.append(Run(folder, name or run_name(folder, task), metrics,
+                               source or ("fold ensemble" if ensembled else "fold set"), folds=folds))
 
 
 READERS: dict[str, Callable[[Path, dict, Collection], None]] = {
@@ -173,7 +260,9 @@ def read_compare(folder: Path, table: Path, collection: Collection) -> None:
         run = folder / variant.replace("+", "_")
         if not (run / METRICS_JSON).is_file():
             raise KitError(f"{run}: no {METRICS_JSON} for variant {variant} of {table}")
-        read_run(run, read_json(run / METRICS_JSON), collection, name=variant, source=f"compare {folder.name}")
+        record = read_json(run / METRICS_JSON)
+        reader = read_folds if kind_of(record) == "folds" else read_run  # a variant with folds=K is a fold set
+        reader(run, record, collection, name=variant, source=f"compare {folder.name}")
 
 
 def read_folder(folder: Path, collection: Collection) -> None:

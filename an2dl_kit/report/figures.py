@@ -66,13 +66,15 @@ def experiments(collection: Collection, out: Path) -> Figure | Text:
     label = score_label(collection.task)
     runs = {}
     for run in collection.runs:
-        score = run.score
-        test = run.metrics["test_tta"]
-        runs[run.name] = {"validation": run.metrics["validation"][score],
-                          "validation + TTA": run.metrics["validation_tta"][score],
+        score, metrics, oof = run.score, run.metrics, run.oof
+        test = metrics["test_tta"]
+        runs[run.name] = {"validation": None if oof else metrics["validation"][score],
+                          "validation + TTA": None if oof else metrics["validation_tta"][score],
+                          "out of fold": oof["value"] if oof else None,
                           "test + TTA": None if test is None else test[score], "public": run.public}
     png = plots.run_scores(runs, label, _png(out, "experiments"), plots.PRINT)
-    return Figure("experiments", f"{label} of every run (a missing bar: no score of that kind).", png)
+    return Figure("experiments", f"{label} of every run (a missing bar: no score of that kind; a fold set's "
+                                 "validation is out of fold).", png)
 
 
 def learning_curves(run: Run, out: Path) -> Figure | Text:
@@ -87,16 +89,19 @@ def learning_curves(run: Run, out: Path) -> Figure | Text:
 
 
 def per_class(run: Run, out: Path) -> Figure:
-    """Cells: the validation+TTA confusion matrix. Mars: per-class IoU of validation, + TTA, and test."""
-    metrics = run.metrics
+    """Cells: the validation+TTA confusion matrix. Mars: per-class IoU of validation, + TTA, and test. A fold
+    set's: out of fold (its submitted predictions) and its fold ensemble's test."""
+    metrics, oof = run.metrics, run.oof
     if metrics["task"] == "cells":
-        png = plots.confusion_matrix(metrics["validation_tta"]["confusion_matrix"], _png(out, "confusion_matrix"),
-                                     None, plots.PRINT)
-        return Figure("confusion_matrix", f"Validation confusion matrix of {run.name} with TTA (counts; colour: "
-                                          "share of the true class).", png)
-    sets = {"validation": metrics["validation"], "validation + TTA": metrics["validation_tta"]}
+        matrix = (oof["scores"] if oof else metrics["validation_tta"])["confusion_matrix"]
+        png = plots.confusion_matrix(matrix, _png(out, "confusion_matrix"), None, plots.PRINT)
+        what = (f"Out-of-fold confusion matrix of {run.name} as submitted" if oof
+                else f"Validation confusion matrix of {run.name} with TTA")
+        return Figure("confusion_matrix", f"{what} (counts; colour: share of the true class).", png)
+    sets = ({"out of fold": oof["scores"]} if oof else
+            {"validation": metrics["validation"], "validation + TTA": metrics["validation_tta"]})
     if metrics["test_tta"] is not None:
-        sets["test + TTA"] = metrics["test_tta"]
+        sets["test (fold ensemble)" if oof else "test + TTA"] = metrics["test_tta"]
     png = plots.class_iou(sets, _png(out, "class_iou"), plots.PRINT)
     return Figure("class_iou", f"Per-class IoU of {run.name} (background ignored, as on the leaderboard).", png)
 

@@ -3,6 +3,8 @@ run, ensemble, provenance (`SECTIONS`, in page order).
 
 Every number in a table is read from a run's metrics.json, an ensemble's metrics.json or runs.csv (the model's
 FLOPs and blocks from its saved model file); a value a run does not have is an empty cell with a footnote.
+A fold set's scores are its `oof` record's (out of fold) and its test scores; its data, model, curves and
+examples are its first fold's (`Run.detail`), and the text says so.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ SECTIONS = {"data": "Data", "augmentation": "Augmentation", "model": "Model", "e
             "chosen-run": "Chosen run", "ensemble": "Ensemble", "provenance": "Provenance"}
 NO_TEST_LABELS = "no test labels beside the run's test set (the competitions keep theirs)"
 OLDER_KIT = "not in the run's metrics.json (an older kit wrote it)"
+OUT_OF_FOLD = ("out of fold (OOF): a fold set's score over the validation images of all its folds present, each "
+               "predicted by the fold that never trained on it, as submitted; each fold's in the Ensemble section")
+FOLD_VIEWS = ("a fold set: each fold chose its TTA views on its own validation fold, and its out-of-fold score "
+              "(val.) is of the predictions submitted with them")
+MISSING_FOLD = "missing: no run of this fold was ensembled (the out-of-fold score is over the folds present)"
 
 
 def settings_table(key: str, caption: str, settings: dict) -> Table:
@@ -30,16 +37,36 @@ def settings_table(key: str, caption: str, settings: dict) -> Table:
     return Table(key, caption, ["setting", "value"], [[Cell(k), Cell(str(v))] for k, v in settings.items()])
 
 
+def split_text(metrics: dict) -> str:
+    """How a run split its cleaned training set: one stratified split, or one fold of a K-fold partition."""
+    data, split = metrics["config"]["data"], metrics["split"]
+    cap = f", at most {data['max_train']:,} of them for training" if data.get("max_train") else ""
+    if split.get("fold") is not None:
+        return (f"validation fold {split['fold']} of a stratified {split['folds']}-fold partition, split seed "
+                f"{split['split_seed']}{cap}")
+    return f"a stratified {data['val_fraction']:.0%} split, seed {metrics['config']['training']['seed']}{cap}"
+
+
+def fold_set_text(fold_set: Run, unit: str) -> str:
+    oof = fold_set.oof
+    return (f"{fold_set.name} is a fold set: {oof['of']} cleaned training {unit} in {oof['folds']} stratified "
+            f"folds, each fold run trained on the others and validated on its own, so {oof['images']} {unit} "
+            f"({len(oof['present'])} of {oof['folds']} folds) are predicted out of fold. This section, "
+            f"Augmentation and Model describe {fold_set.detail.name}, its first fold present.")
+
+
 def data_section(run: Run, out: Path) -> Section:
+    """The data of `run`, or of a fold set's first fold (said first)."""
+    fold_set, run = (run, run.detail) if run.folds else (None, run)
     metrics, task = run.metrics, run.metrics["task"]
-    cleaning, samples, split = metrics["cleaning"], metrics["samples"], metrics["config"]["data"]
+    cleaning, samples = metrics["cleaning"], metrics["samples"]
     removed = cleaning["removed"]
     unit = "tiles" if TASKS[task].label_shape else "images"
-    cap = f", at most {split['max_train']:,} of them for training" if split.get("max_train") else ""
-    blocks = [Text(f"{run.name}: {cleaning['kept'] + sum(removed.values()):,} training {unit} in the competition "
-                   f"file, {cleaning['kept']:,} kept by cleaning; {samples['train']:,} trained on and "
-                   f"{samples['validation']:,} validated on (a stratified {split['val_fraction']:.0%} split, seed "
-                   f"{metrics['config']['training']['seed']}{cap}); {samples['test']:,} test {unit}.")]
+    blocks = [Text(fold_set_text(fold_set, unit))] if fold_set else []
+    blocks.append(Text(f"{run.name}: {cleaning['kept'] + sum(removed.values()):,} training {unit} in the "
+                       f"competition file, {cleaning['kept']:,} kept by cleaning; {samples['train']:,} trained on "
+                       f"and {samples['validation']:,} validated on ({split_text(metrics)}); {samples['test']:,} "
+                       f"test {unit}."))
     if removed:
         blocks.append(Table("cleaning", f"What cleaning removed from the {task} training file, and why.",
                             ["rule", "removed", "why"],
@@ -142,12 +169,14 @@ def distinguishing_settings(runs: Sequence[Run]) -> list[str]:
 
 
 def experiment_row(run: Run, settings: str) -> list[Cell]:
+    """A run's row; a fold set's validation is its out-of-fold score, its epochs and seconds its folds' sums."""
     metrics, score = run.metrics, run.score
     runtime = metrics["runtime"]
     device = runtime["kind"] + (f" x{runtime['replicas']}" if runtime["replicas"] > 1 else "")
     test = metrics["test_tta"]
-    return [Cell(run.name), Cell(settings), cell(metrics["validation"][score]),
-            cell(metrics["validation_tta"][score]), cell(None if test is None else test[score], NO_TEST_LABELS),
+    validation = ([cell(metrics["validation"][score]), cell(metrics["validation_tta"][score])] if run.oof is None
+                  else [Cell(run.oof["value"], OUT_OF_FOLD), Cell(None, FOLD_VIEWS)])
+    return [Cell(run.name), Cell(settings), *validation, cell(None if test is None else test[score], NO_TEST_LABELS),
             cell(run.public, run.public_note), Cell(sum(p["epochs_run"] for p in metrics["phases"])),
             Cell(metrics["model"]["params"]), Cell(metrics["seconds"]["training"], digits=1), Cell(device)]
 
@@ -158,22 +187,32 @@ def experiments_section(collection: Collection, chosen: Run, out: Path) -> Secti
     rows = [experiment_row(run, settings) for run, settings in zip(runs, distinguishing_settings(runs), strict=True)]
     columns = ["run", "settings", "val.", "val.+TTA", "test+TTA", "public", "epochs", "params", "train s", "device"]
     sources = sorted({run.source for run in runs})
+    folds = (" A fold set's validation score is out of fold (its footnote); its test score is its fold ensemble's, "
+             "its epochs and training seconds its folds' together." if any(run.folds for run in runs) else "")
     return Section("experiments", SECTIONS["experiments"], [
         Text(f"{len(runs)} run{'s' if len(runs) > 1 else ''} ({', '.join(sources)}). Settings: what sets each run "
              f"apart. Validation scores without and with test-time augmentation (TTA); the test score where the "
              f"test labels are known; the public leaderboard score from runs.csv; training time on the run's "
-             f"device. Chosen run: {chosen.name}."),
-        Table("experiments", f"{label} of every run: validation without and with TTA, test with TTA, public "
-                             "leaderboard; epochs, parameters, training seconds and device.", columns, rows),
+             f"device.{folds} Chosen run: {chosen.name}."),
+        Table("experiments", f"{label} of every run: validation (out of fold for a fold set) without and with TTA, "
+                             "test with TTA, public leaderboard; epochs, parameters, training seconds and device.",
+              columns, rows),
         figures.experiments(collection, out)])
 
 
 def chosen_section(collection: Collection, chosen: Run, out: Path, reason: str) -> Section:
-    return Section("chosen-run", SECTIONS["chosen-run"], [
-        Text(f"{chosen.name} ({chosen.folder}): {reason}."),
-        figures.learning_curves(chosen, out), phases_table(chosen), per_class_table(chosen),
+    """The chosen run in detail; a fold set's curves, phases and examples are its first fold's (`Run.detail`),
+    its per-class scores, TTA and post-processing its out-of-fold ones."""
+    detail = chosen.detail
+    blocks = [Text(f"{chosen.name} ({chosen.folder}): {reason}.")]
+    if chosen.folds:
+        blocks.append(Text(f"{chosen.name} is a fold set: the learning curves, training phases and example "
+                           f"predictions below are those of {detail.name} ({detail.folder}), its first fold "
+                           "present; the per-class scores, TTA and post-processing are the fold set's, out of fold."))
+    return Section("chosen-run", SECTIONS["chosen-run"], blocks + [
+        figures.learning_curves(detail, out), phases_table(detail), per_class_table(chosen),
         figures.per_class(chosen, out), Text(tta_text(chosen)), Text(postprocess_text(chosen)),
-        figures.predictions(chosen, out)])
+        figures.predictions(detail, out)])
 
 
 def phases_table(run: Run) -> Table:
@@ -186,18 +225,27 @@ def phases_table(run: Run) -> Table:
 
 
 def per_class_table(run: Run) -> Table:
-    """Cells: F1 per class. Mars: IoU per scored class. Validation, validation+TTA and test+TTA."""
+    """Cells: F1 per class. Mars: IoU per scored class. Validation, validation+TTA and test+TTA; for a fold set
+    out of fold and the fold ensemble's test."""
     metrics, task = run.metrics, run.metrics["task"]
     key, what = ("iou", "IoU") if task == "mars" else ("f1_per_class", "F1")
-    sets = {"val.": metrics["validation"], "val.+TTA": metrics["validation_tta"], "test+TTA": metrics["test_tta"]}
-    names = list(metrics["validation"][key])
+    if run.oof is None:
+        sets = {"val.": metrics["validation"], "val.+TTA": metrics["validation_tta"], "test+TTA": metrics["test_tta"]}
+        caption = f"{what} per class of {run.name}."
+    else:
+        sets = {"OOF": run.oof["scores"], "test": metrics["test_tta"]}
+        caption = (f"{what} per class of {run.name}: out of fold (OOF: every fold's submitted predictions on its "
+                   "validation fold, pooled) and the fold ensemble's on the test set.")
+    names = list(next(iter(sets.values()))[key])
     absent = "undefined: the class is in neither truth nor prediction"
     rows = [[Cell(name)] + [cell(scores[key][name], absent) if scores is not None else Cell(None, NO_TEST_LABELS)
                             for scores in sets.values()] for name in names]
-    return Table("perclass", f"{what} per class of {run.name}.", ["class"] + [f"{s} {what}" for s in sets], rows)
+    return Table("perclass", caption, ["class"] + [f"{s} {what}" for s in sets], rows)
 
 
 def tta_text(run: Run) -> str:
+    if run.oof is not None:
+        return fold_tta_text(run)
     metrics, label = run.metrics, score_label(run.metrics["task"])
     tta, score = metrics["tta"], run.score
     text = (f"TTA: {len(tta['configured'])} views configured ({', '.join(tta['configured'])}); validation {label} "
@@ -211,7 +259,30 @@ def tta_text(run: Run) -> str:
     return text + f" The submission predicts {used}."
 
 
+def fold_tta_text(run: Run) -> str:
+    configured, oof = run.metrics["tta"]["configured"], run.oof
+    chosen = "; ".join(f"fold {entry['fold']} {', '.join(entry['views']) if entry['views'] else '(not recorded)'}"
+                       for entry in oof["per_fold"])
+    return (f"TTA: {len(configured)} views configured ({', '.join(configured)}); each fold chose its views on its "
+            f"own validation fold and submitted with them: {chosen}. The out-of-fold "
+            f"{score_label(run.metrics['task'])} {oof['value']:.4f} is of those predictions.")
+
+
+def fold_postprocess_text(run: Run) -> str:
+    """The post-processing a fold set chose on its out-of-fold predictions (`oof.postprocess`)."""
+    oof, label = run.oof, score_label(run.metrics["task"])
+    post = oof["postprocess"]
+    if not post:
+        return "Post-processing: none (the predicted class is the arg-max of the folds' averaged probabilities)."
+    size = post["majority_filter"]
+    verdict = f"used ({size}x{size})" if size else f"not used: it lowered the out-of-fold {label}"
+    return (f"Post-processing: a majority filter chosen on the out-of-fold predictions, {verdict}; out-of-fold "
+            f"{label} {post[f'oof_{run.score}_filtered']:.4f} with it, {oof['unfiltered']:.4f} without.")
+
+
 def postprocess_text(run: Run) -> str:
+    if run.oof is not None:
+        return fold_postprocess_text(run)
     post = run.metrics["postprocess"]
     if not post:
         return "Post-processing: none (the predicted class is the arg-max of the probabilities)."
@@ -238,6 +309,9 @@ def ensemble_section(collection: Collection, chosen: Run) -> Section:
                             [[Cell(m["run"]), cell(m["validation"], "not recorded"), Cell(m["weight"]),
                               cell(None if m["test"] is None else m["test"][score], NO_TEST_LABELS)]
                              for m in record["members"]]))
+    sets = [run for run in collection.runs if run.folds]
+    for index, fold_set in enumerate(sets):
+        blocks += fold_blocks(fold_set, "folds" + ("" if index == 0 else chr(ord("A") + index)))
     members = chosen.metrics["members"]
     if members:
         score = chosen.score
@@ -249,6 +323,34 @@ def ensemble_section(collection: Collection, chosen: Run) -> Section:
     if not blocks:
         blocks.append(Text("No ensemble: no ensemble folder was given, and the chosen run is a single model."))
     return Section("ensemble", SECTIONS["ensemble"], blocks)
+
+
+def fold_blocks(run: Run, key: str) -> list[Text | Table]:
+    """A fold set's folds: the out-of-fold score, each fold's own (mean ± sd), the folds present and missing,
+    and per fold its run, validation images, score on them, views submitted and test score."""
+    oof, score, label = run.oof, run.score, score_label(run.metrics["task"])
+    test = run.metrics["test_tta"]
+    missing = f"fold {', '.join(map(str, oof['missing']))} missing" if oof["missing"] else "none missing"
+    weights = run.metrics.get("weights", "uniform")  # `an2dl train` averages its folds uniformly (run_folds)
+    text = (f"{run.name}: {len(oof['present'])} of {oof['folds']} folds present ({missing}), their test "
+            f"probabilities averaged with {weights} weights. Out-of-fold {label} {oof['value']:.4f} over "
+            f"{oof['images']} of {oof['of']} images; each fold's {label} on its own validation fold "
+            f"{oof['mean']:.4f} ± {oof['std']:.4f} (mean ± sd over {len(oof['per_fold'])} folds)"
+            + (f"; fold ensemble's test {label} {test[score]:.4f}." if test else "; no test labels."))
+    entries = {entry["fold"]: entry for entry in oof["per_fold"]}
+    names = {fold.metrics["split"]["fold"]: fold.name for fold in run.folds}
+    rows = []
+    for fold in range(oof["folds"]):
+        entry = entries.get(fold)
+        if entry is None:
+            rows.append([Cell(fold)] + [Cell(None, MISSING_FOLD)] * 5)
+            continue
+        rows.append([Cell(fold), Cell(names.get(fold, entry["run"])), Cell(entry["images"]), cell(entry[score]),
+                     cell(", ".join(entry["views"]) if entry["views"] else None, "not recorded"),
+                     cell(entry["test"], NO_TEST_LABELS)])
+    return [Text(text), Table(key, f"The folds of {run.name}: each fold's run, its validation images, its "
+                                   f"{label} on them (out of fold), the TTA views it submitted and its test {label}.",
+                              ["fold", "run", "val. images", f"OOF {label}", "views", f"test {label}"], rows)]
 
 
 def provenance_row(run: Run) -> list[Cell]:
@@ -273,8 +375,9 @@ def provenance_section(collection: Collection, written_by: str) -> Section:
 
 
 def build(collection: Collection, chosen: Run, reason: str, out: Path, written_by: str) -> list[Section]:
-    """Every section, in page order (`SECTIONS`); the data, augmentation and model ones describe `chosen`."""
-    sections = [data_section(chosen, out), augmentation_section(chosen, out), model_section(chosen),
+    """Every section, in page order (`SECTIONS`); the data, augmentation and model ones describe `chosen` (a
+    fold set's first fold)."""
+    sections = [data_section(chosen, out), augmentation_section(chosen.detail, out), model_section(chosen.detail),
                 experiments_section(collection, chosen, out), chosen_section(collection, chosen, out, reason),
                 ensemble_section(collection, chosen), provenance_section(collection, written_by)]
     assert [s.key for s in sections] == list(SECTIONS)

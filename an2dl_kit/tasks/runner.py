@@ -432,16 +432,13 @@ def fold_set_record(hooks: TaskHooks, config, *, profile: str, overrides, proven
     without and with the configured views (pooled from the folds' confusion matrices), `oof` the ensemble's OOF
     record of the submitted predictions with each fold's views and test score, `test_tta` the fold ensemble's
     test scores; `test` stays null (no identity-view probabilities are kept)."""
+    from an2dl_kit.inference.ensemble import fold_set_oof
     from an2dl_kit.metrics import CONFUSION_SCORERS
 
     task, score, first = hooks.info.name, hooks.info.score, folds[0]
     pooled = {key: CONFUSION_SCORERS[task](sum(np.asarray(f[key]["confusion_matrix"]) for f in folds))
               for key in ("validation", "validation_tta")}
-    tests = {member["fold"]: member["test"] for member in ensemble["members"]}
-    oof = {**ensemble["oof"], "per_fold": [
-        {**entry, "views": folds[entry["fold"]]["tta"]["views"],
-         "test": None if tests[entry["fold"]] is None else tests[entry["fold"]][score]}
-        for entry in ensemble["oof"]["per_fold"]]}
+    oof = fold_set_oof(ensemble)
     views = list(dict.fromkeys(view for fold in folds for view in fold["tta"]["views"]))
     record = {
         "schema": SCHEMA_VERSION, "task": task, "profile": profile, "overrides": _overrides_dict(overrides),
