@@ -11,6 +11,8 @@ Views:
 - `summary [columns=KEY,KEY] RECORD...`: one row per model of each record: its seeds' mean ± sd (per-seed values
   beside) and, where the record names a `reference` record in its settings, the reference's means;
 - `table RECORD`: a record of kind "table" as it is;
+- `breakdown PATH RECORD...`: a figure each run keeps per item (e.g. `per_corruption.medmnistc`), one row per
+  item and one column per model: the mean over its seeds;
 - `headline TASK:RECORD:COLUMN[,COLUMN]:LINK ...`: the README's one row per task (the record's first model).
 Every table is followed by its provenance: the record, its command, commit, date and machine. `--check`
 rewrites nothing and fails if a file is not what its records give; the test suite runs the same check.
@@ -135,6 +137,33 @@ def table_view(records: Mapping[str, dict], args: Sequence[str]) -> tuple[list[s
     return markdown(record["columns"], record["rows"]), [stem]
 
 
+def breakdown_view(records: Mapping[str, dict], args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """`breakdown PATH RECORD...`: a figure each run keeps per item (PATH, dotted: `per_corruption.medmnistc`
+    is each run's `run["per_corruption"]["medmnistc"]`), one row per item, one column per model of each record:
+    the mean over its seeds."""
+    path, stems = args[0].split("."), args[1:]
+    columns, rows = [], {}
+    for stem in stems:
+        for model, runs in by_model(records[stem]).items():
+            tables = [_dig(run, path) for run in runs]
+            if any(table is None for table in tables):
+                continue  # a model without these figures (a baseline without the copy) has no column
+            columns.append(model if len(stems) == 1 else f"{records[stem]['title']}, {model}")
+            for item in tables[0]:
+                rows.setdefault(item, []).append(f"{np.mean([table[item] for table in tables]):.4f}")
+    width = len(columns)
+    return markdown([path[0].replace("per_", "").replace("_", " "), *columns],
+                    [[item, *cells] for item, cells in rows.items() if len(cells) == width]), list(stems)
+
+
+def _dig(run: Mapping, path: Sequence[str]):
+    for key in path:
+        if not isinstance(run, Mapping) or key not in run:
+            return None
+        run = run[key]
+    return run
+
+
 def headline_view(records: Mapping[str, dict], args: Sequence[str]) -> tuple[list[str], list[str]]:
     rows, used = [], []
     for arg in args:
@@ -151,7 +180,8 @@ def headline_view(records: Mapping[str, dict], args: Sequence[str]) -> tuple[lis
 
 
 VIEWS: dict[str, Callable[[Mapping[str, dict], Sequence[str]], tuple[list[str], list[str]]]] = {
-    "seeds": seeds_view, "summary": summary_view, "table": table_view, "headline": headline_view,
+    "seeds": seeds_view, "summary": summary_view, "table": table_view, "breakdown": breakdown_view,
+    "headline": headline_view,
 }
 
 
@@ -164,8 +194,9 @@ def render(text: str, records: Mapping[str, dict], path: Path, root: Path) -> st
         view, args = match.group(2), match.group(3).split()
         if view not in VIEWS:
             raise RecordError(f"{path}: unknown results view {view!r}; choose one of {', '.join(VIEWS)}")
-        missing = [arg for arg in args for stem in [arg.split(":")[1] if view == "headline" else arg]
-                   if stem not in records and not arg.startswith("columns=")]
+        stems = [arg.split(":")[1] for arg in args] if view == "headline" else args[1:] if view == "breakdown" \
+            else [arg for arg in args if not arg.startswith("columns=")]
+        missing = [stem for stem in stems if stem not in records]
         if missing:
             raise RecordError(f"{path}: no record {missing[0]!r} in docs/results/records")
         lines, used = VIEWS[view](records, args)

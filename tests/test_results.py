@@ -143,3 +143,16 @@ def test_the_mars_record_carries_the_submitted_masks_scores():
     assert mars["runs"][0] == {"model": "kit local", "seed": 2, "epochs": 30, "miou": 0.66, "soil": 0.8,
                                "bedrock": 0.85, "sand": 0.7, "big_rock": 0.2, "validation_miou": 0.65,
                                "views": ["identity"], "training_s": 900}
+
+
+def test_breakdown_view_averages_each_item_over_seeds(tmp_path):
+    def run(model, seed, copy):
+        return {"model": model, "seed": seed, "epochs": 1, "clean": 0.9, "per_corruption": copy}
+
+    runs = [run("kit", 0, {"copy": {"jpeg": 0.8, "blur": 0.6}}), run("kit", 1, {"copy": {"jpeg": 0.9, "blur": 0.7}}),
+            run("baseline", 0, {})]
+    docs_tree(tmp_path, "<!-- results: breakdown per_corruption.copy {0} -->\n<!-- /results -->\n",
+              seeds_record(runs=runs))
+    text = stale(tmp_path)
+    assert "| corruption | kit |" in text and "| jpeg | 0.8500 |" in text and "| blur | 0.6500 |" in text
+    assert "baseline" not in text.split("- Record")[0]
