@@ -56,6 +56,12 @@ def _batch(h, layer):
 X = np.random.default_rng(0).normal(2.0, 3.0, (10, 4)).astype(np.float32)
 
 
+@pytest.fixture(autouse=True)
+def fully_adapted(monkeypatch):
+    """Ten images count as a whole test set here; the blend of fewer images has its own test."""
+    monkeypatch.setattr(adapt, "FULL_ADAPTATION_IMAGES", len(X))
+
+
 def test_set_mode_re_estimates_every_layer_on_the_images_and_restores_the_trained_statistics():
     model = _model()
     before = [np.array(w) for w in model.weights]
@@ -162,3 +168,16 @@ def test_batchnorm_inside_a_custom_layer_is_found_and_adapted():
     with adapt.adapted(model, "set", images):
         assert not np.allclose(np.array(hidden.moving_mean), 0.0)
     assert np.allclose(np.array(hidden.moving_mean), 0.0)  # a fresh model's statistics, back in place
+
+
+def test_set_mode_blends_the_statistics_of_few_images_with_the_trained_ones(monkeypatch):
+    monkeypatch.setattr(adapt, "FULL_ADAPTATION_IMAGES", 4 * len(X))
+    model = _model()
+    outer = model.get_layer("outer_bn")
+    trained_mean, trained_variance = np.array(outer.moving_mean), np.array(outer.moving_variance)
+    with adapt.adapted(model, "set", X):
+        np.testing.assert_allclose(np.array(outer.moving_mean), 0.25 * (X @ W1).mean(axis=0) + 0.75 * trained_mean,
+                                   rtol=1e-5)
+        np.testing.assert_allclose(np.array(outer.moving_variance),
+                                   0.25 * (X @ W1).var(axis=0) + 0.75 * trained_variance, rtol=1e-5)
+    np.testing.assert_array_equal(np.array(outer.moving_mean), trained_mean)

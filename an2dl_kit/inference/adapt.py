@@ -7,11 +7,12 @@ re-estimating them on the test images undoes much of that shift without any labe
 Modes (`ADAPTATIONS`, the `bn_adapt` setting of the `inference` group):
 - `none`: the statistics of training.
 - `set`: every BatchNorm layer's statistics re-estimated on all the images being predicted (the whole
-  validation set, the whole test set, each corrupted copy), then the usual prediction. The statistics pass
-  goes through the model in batches of `STATISTICS_BATCH` images, each layer normalising every batch with the
-  batch's own statistics while the layers' statistics over all batches are pooled: exact when the images fit
-  one batch (the 480 test images of the stand-in data), within the batch-to-batch spread otherwise. They are
-  taken on the plain images and serve every TTA view.
+  validation set, the whole test set, each corrupted copy), then the usual prediction; fewer than
+  `FULL_ADAPTATION_IMAGES` images are blended with the trained statistics in proportion to their number. The
+  statistics pass goes through the model in batches of `STATISTICS_BATCH` images, each layer normalising every
+  batch with the batch's own statistics while the layers' statistics over all batches are pooled: exact when
+  the images fit one batch (the 480 test images of the stand-in data), within the batch-to-batch spread
+  otherwise. They are taken on the plain images and serve every TTA view.
 - `batch`: every prediction batch normalised with its own statistics (Schneider et al.'s N = batch size;
   PyTorch's `model.train()` at test time, without dropout). Predictions then depend on the batch size and
   on which images share a batch, so the Codabench `model.py` records the run's batch size.
@@ -46,6 +47,9 @@ ADAPTATIONS: Registry[str] = Registry("BatchNorm adaptation", {
 })
 # Images per batch of the `set` statistics pass: one batch holds a test set of this size exactly.
 STATISTICS_BATCH = 512
+# Below this many images, `set` blends the re-estimated statistics with the trained ones in proportion (n / this):
+# a platform that calls `predict` on a few images at a time must not normalise each image by itself.
+FULL_ADAPTATION_IMAGES = 128
 
 
 def keras_models(model) -> list:
@@ -133,17 +137,20 @@ def _forget_predict_functions(model) -> None:
 
 
 def set_statistics(model, images: np.ndarray) -> None:
-    """Replace every BatchNorm layer's moving statistics with those of `images` (module docstring, `set`)."""
+    """Replace every BatchNorm layer's moving statistics with those of `images` (module docstring, `set`);
+    with fewer than `FULL_ADAPTATION_IMAGES` images, with their blend with the trained statistics, weighted
+    by the share of that number the images make (Schneider et al.'s prior, as a floor on the sample)."""
     pooled: dict = {}
     with _batch_statistics(model, pooled):
         for keras_model in keras_models(model):
             for start in range(0, len(images), STATISTICS_BATCH):
                 keras_model(np.asarray(images[start:start + STATISTICS_BATCH], np.float32), training=False)
+    weight = min(len(images) / FULL_ADAPTATION_IMAGES, 1.0)
     for layer in batchnorm_layers(model):
         if id(layer) in pooled:
             mean, variance = pooled[id(layer)].statistics()
-            layer.moving_mean.assign(mean)
-            layer.moving_variance.assign(variance)
+            layer.moving_mean.assign(weight * mean + (1 - weight) * np.asarray(layer.moving_mean))
+            layer.moving_variance.assign(weight * variance + (1 - weight) * np.asarray(layer.moving_variance))
 
 
 @contextmanager
