@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from an2dl_kit.augment import cells as aug
+from an2dl_kit.augment import medmnist_c
 from an2dl_kit.errors import KitError
 from an2dl_kit.pipeline import Batches
 from an2dl_kit.registries import CELLS_AUGMENTATIONS
@@ -27,6 +28,10 @@ def _strict_everywhere(transform) -> bool:
 
 @pytest.mark.parametrize("name", [name for name in CELLS_AUGMENTATIONS if name != "none"])
 def test_pipelines_are_strict_and_keep_shape_and_dtype(name):
+    if name == "medmnistc" and medmnist_c.missing():  # an optional package: without it, the one-line error
+        with pytest.raises(KitError, match=r"^MedMNIST-C corruptions: .*make medmnistc"):
+            CELLS_AUGMENTATIONS.load(name)()
+        return
     pipeline = CELLS_AUGMENTATIONS.load(name)()
     assert isinstance(pipeline, A.Compose) and _strict_everywhere(pipeline)
     pipeline.set_random_seed(0)
