@@ -8,8 +8,8 @@ A Markdown file holds a generated table between two comments; the first names a 
 
 Views:
 - `seeds RECORD`: one row per model and seed, then each model's mean ± standard deviation over its seeds;
-- `summary [columns=KEY,KEY] RECORD...`: one row per model of each record: its seeds' mean ± sd (per-seed values
-  beside) and, where the record names a `reference` record in its settings, the reference's means;
+- `summary [columns=KEY,KEY] RECORD...`: one row per model of each record (named by the model alone when the
+  records share a title): its seeds' mean ± sd (per-seed values beside) and, where the record names a `reference` record in its settings, the reference's means;
 - `table RECORD`: a record of kind "table" as it is;
 - `breakdown PATH RECORD...`: a figure each run keeps per item (e.g. `per_corruption.medmnistc`), one row per
   item and one column per model: the mean over its seeds;
@@ -105,6 +105,7 @@ def summary_view(records: Mapping[str, dict], args: Sequence[str]) -> tuple[list
     known = {col["key"]: col for stem in args for col in reversed(records[stem]["columns"])}
     header_columns = [known[key] for key in keys] if keys else records[args[0]]["columns"]
     rows, used = [], []
+    shared_title = len(args) > 1 and len({records[stem]["title"] for stem in args}) == 1  # then the model names it
     for stem in args:
         record = records[stem]
         used.append(stem)
@@ -123,7 +124,7 @@ def summary_view(records: Mapping[str, dict], args: Sequence[str]) -> tuple[list
                 each = f" ({' / '.join(format(v, col['format']) for v in values)})" if len(values) > 1 else ""
                 cells.append(mean_sd(values, col["format"]) + each)
             setting = " ".join(record["settings"].get("overrides", []))
-            title = record["title"] + (f", {model}" if len(models) > 1 else "")
+            title = model if shared_title else record["title"] + (f", {model}" if len(models) > 1 else "")
             rows.append([title, f"`{setting}`" if setting else "", str(len(runs)), *cells, against])
     compared = any(records[stem]["settings"].get("reference") for stem in args)
     header = ["run", "settings", "seeds", *(col["header"] for col in header_columns)] + (["reference"] if compared
@@ -139,8 +140,8 @@ def table_view(records: Mapping[str, dict], args: Sequence[str]) -> tuple[list[s
 
 def breakdown_view(records: Mapping[str, dict], args: Sequence[str]) -> tuple[list[str], list[str]]:
     """`breakdown PATH RECORD...`: a figure each run keeps per item (PATH, dotted: `per_corruption.medmnistc`
-    is each run's `run["per_corruption"]["medmnistc"]`), one row per item, one column per model of each record:
-    the mean over its seeds."""
+    is each run's `run["per_corruption"]["medmnistc"]`), one row per item, one column per model of each record
+    (named by the model and the record's overrides): the mean over its seeds."""
     path, stems = args[0].split("."), args[1:]
     columns, rows = [], {}
     for stem in stems:
@@ -148,7 +149,7 @@ def breakdown_view(records: Mapping[str, dict], args: Sequence[str]) -> tuple[li
             tables = [_dig(run, path) for run in runs]
             if any(table is None for table in tables):
                 continue  # a model without these figures (a baseline without the copy) has no column
-            columns.append(model if len(stems) == 1 else f"{records[stem]['title']}, {model}")
+            columns.append(", ".join([model, *records[stem]["settings"].get("overrides", [])]))
             for item in tables[0]:
                 rows.setdefault(item, []).append(f"{np.mean([table[item] for table in tables]):.4f}")
     width = len(columns)

@@ -156,3 +156,15 @@ def test_breakdown_view_averages_each_item_over_seeds(tmp_path):
     text = stale(tmp_path)
     assert "| corruption | kit |" in text and "| jpeg | 0.8500 |" in text and "| blur | 0.6500 |" in text
     assert "baseline" not in text.split("- Record")[0]
+
+
+def test_records_of_one_benchmark_are_named_by_model_and_overrides(tmp_path):
+    copy = {"copy": {"jpeg": 0.8}}
+    reference = seeds_record(runs=[{"model": "kit", "seed": 0, "epochs": 1, "clean": 0.9, "per_corruption": copy}])
+    lever = seeds_record(settings={"task": "cells", "overrides": ["augment=augmix"]},
+                         runs=[{"model": "kit", "seed": 0, "epochs": 1, "clean": 0.8, "per_corruption": copy}])
+    docs_tree(tmp_path, "<!-- results: summary columns=clean {0} {1} -->\n<!-- /results -->\n"
+                        "<!-- results: breakdown per_corruption.copy {0} {1} -->\n<!-- /results -->\n", reference, lever)
+    text = stale(tmp_path)
+    assert "| kit |  | 1 | 0.9000 |" in text and "| kit | `augment=augmix` | 1 | 0.8000 |" in text
+    assert "| corruption | kit | kit, augment=augmix |" in text and "cells local, kit" not in text
