@@ -8,9 +8,9 @@ line where the package or ImageMagick's MagickWand is missing: `make medmnistc`)
 
 For each seed it trains the kit's `local` recipe and, with the same budget, the plain baseline a user would
 write by hand (`bench.cells_baseline`), and scores both on the clean test set and each copy (the kit with the
-TTA views its run chose on validation). `--bn-adapt set,batch` also scores the same trained kit models with
-their BatchNorm statistics re-estimated on the images predicted (`an2dl_kit.inference.adapt`; on each copy,
-corruption by corruption): that lever costs no training. It prints per-seed rows, then mean, standard
+TTA views its run chose on validation, and the recipe's own `bn_adapt`). `--bn-adapt none,batch` also scores
+the same trained kit models with other BatchNorm statistics: those of training (`none`), or re-estimated on the
+images predicted (`an2dl_kit.inference.adapt`; on each copy, corruption by corruption): no extra training. It prints per-seed rows, then mean, standard
 deviation and range, with the training's wall-clock seconds and CPU-seconds (on a shared machine the wall
 clock alone understates the budget: "10 minutes on 2 cores" is 1,200 CPU-seconds), and the accuracy per
 corruption and per severity of each copy. `--record` also writes the figures as a results record
@@ -18,7 +18,7 @@ corruption and per severity of each copy. `--record` also writes the figures as 
 data is absent.
 
     nice -n 10 python -m bench.cells_robustness [--seeds 3] [--baseline-seeds K] [--kit-seeds K] [--budget 600]
-        [--set F=V] [--bn-adapt set,batch] [--out build/bench/cells_robustness] [--record [LABEL]]
+        [--set F=V] [--bn-adapt none,batch] [--out build/bench/cells_robustness] [--record [LABEL]]
         [--reference STEM]
 """
 
@@ -159,22 +159,23 @@ def train_kit(root: Path, out: Path, budget: float | None, seed: int, settings: 
             epochs)
 
 
-def train_and_score(root: Path, args, budget: float, test: tuple[np.ndarray, np.ndarray, dict]) -> dict[str, list]:
-    """Per model ("kit", "kit, bn_adapt=<mode>" for each `--bn-adapt` mode, "baseline"), one result per seed:
-    clean and corrupted scores, seconds, epochs."""
+def train_and_score(root: Path, args, budget: float, test: tuple[np.ndarray, np.ndarray, dict],
+                    recipe_adapt: str = "none") -> dict[str, list]:
+    """Per model ("kit": the recipe with its own `bn_adapt`, `recipe_adapt`; "kit, bn_adapt=<mode>" for each
+    other `--bn-adapt` mode; "baseline"), one result per seed: clean and corrupted scores, seconds, epochs."""
     from bench.cells_baseline import train_baseline
 
     baseline_seeds = args.seeds if args.baseline_seeds is None else args.baseline_seeds
     kit_seeds = args.seeds if args.kit_seeds is None else args.kit_seeds
-    modes = ["none", *args.bn_adapt]
-    results: dict[str, list[dict]] = {**{kit_name(mode): [] for mode in modes}, "baseline": []}
+    modes = [recipe_adapt, *(mode for mode in args.bn_adapt if mode != recipe_adapt)]
+    results: dict[str, list[dict]] = {**{kit_name(mode, recipe_adapt): [] for mode in modes}, "baseline": []}
     for seed in range(args.seeds):
         if seed < kit_seeds:
             model, views, wall, cpu, epochs = train_kit(root, args.out / f"run_{seed}", budget, seed, args.set,
                                                         args.reuse)
             for mode in modes:
-                results[kit_name(mode)].append({**score(model, *test, views, mode), "seed": seed, "seconds": wall,
-                                                "cpu": cpu, "epochs": epochs})
+                results[kit_name(mode, recipe_adapt)].append({**score(model, *test, views, mode), "seed": seed,
+                                                              "seconds": wall, "cpu": cpu, "epochs": epochs})
         if seed < baseline_seeds:
             model, wall, cpu = train_baseline(root, budget, seed, args.out / f"baseline_{seed}")
             results["baseline"].append({**score(model, *test, ("identity",)), "seed": seed, "seconds": wall,
@@ -186,8 +187,8 @@ def train_and_score(root: Path, args, budget: float, test: tuple[np.ndarray, np.
     return results
 
 
-def kit_name(mode: str) -> str:
-    return "kit" if mode == "none" else f"kit, bn_adapt={mode}"
+def kit_name(mode: str, recipe_adapt: str = "none") -> str:
+    return "kit" if mode == recipe_adapt else f"kit, bn_adapt={mode}"
 
 
 def record(results: dict[str, list[dict]], args, budget: float, copies: dict) -> dict:
@@ -229,10 +230,10 @@ def test_set(root: Path, out: Path) -> tuple[np.ndarray, np.ndarray, dict]:
 
 
 def adaptation_modes(text: str) -> list[str]:
-    """`--bn-adapt set,batch` -> ["set", "batch"] ("none" is always scored)."""
+    """`--bn-adapt none,batch` -> ["none", "batch"] (the recipe's own mode is always scored, as "kit")."""
     from an2dl_kit.inference.adapt import ADAPTATIONS
 
-    modes = [mode.strip() for mode in text.split(",") if mode.strip() not in ("", "none")]
+    modes = [mode.strip() for mode in text.split(",") if mode.strip()]
     unknown = [mode for mode in modes if mode not in ADAPTATIONS]
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown {', '.join(unknown)}; choose from {', '.join(ADAPTATIONS)}")
@@ -253,8 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kit-seeds", type=int, metavar="K",
                         help="train the kit for the first K seeds only (default: every seed; 0: the baseline alone)")
     parser.add_argument("--bn-adapt", type=adaptation_modes, default=[], metavar="MODES",
-                        help="also score the kit models with these BatchNorm adaptations, e.g. set,batch "
-                        "(an2dl_kit.inference.adapt); no extra training")
+                        help="also score the kit models with these BatchNorm adaptations besides the recipe's "
+                        "own, e.g. none,batch (an2dl_kit.inference.adapt); no extra training")
     parser.add_argument("--reuse", action="store_true", help="score the kit runs already in --out (run_<seed>/) "
                         "instead of training them again (for --bn-adapt after a run)")
     parser.add_argument("--reference", metavar="STEM", help="the results record this run compares with")
@@ -267,9 +268,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from an2dl_kit.tasks import resolve_config
 
-    budget = args.budget or resolve_config(CELLS.name, "local", args.set).run.budget_s
+    recipe = resolve_config(CELLS.name, "local", args.set)
+    budget = args.budget or recipe.run.budget_s
     test = test_set(root, args.out)
-    results = train_and_score(root, args, budget, test)
+    results = train_and_score(root, args, budget, test, recipe.inference.bn_adapt)
     text = report(results, test[2])
     print(text)
     (args.out / "report.md").write_text(text + "\n")

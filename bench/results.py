@@ -13,7 +13,8 @@ Views:
 - `table RECORD`: a record of kind "table" as it is;
 - `breakdown PATH RECORD...`: a figure each run keeps per item (e.g. `per_corruption.medmnistc`), one row per
   item and one column per model: the mean over its seeds;
-- `headline TASK:RECORD:COLUMN[,COLUMN]:LINK ...`: the README's one row per task (the record's first model).
+- `headline TASK:RECORD:COLUMN[,COLUMN]:LINK[:MODEL] ...`: the README's one row per task (the record's first
+  model, or the one whose name `slug` gives MODEL).
 Every table is followed by its provenance: the record, its command, commit, date and machine. `--check`
 rewrites nothing and fails if a file is not what its records give; the test suite runs the same check.
 """
@@ -165,13 +166,21 @@ def _dig(run: Mapping, path: Sequence[str]):
     return run
 
 
+def slug(name: str) -> str:
+    """A model's name as one word of a view's arguments: `kit local, bn_adapt=set` -> `kit-local-bn-adapt-set`."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
 def headline_view(records: Mapping[str, dict], args: Sequence[str]) -> tuple[list[str], list[str]]:
     rows, used = [], []
     for arg in args:
-        task, stem, keys, link = arg.split(":")
+        task, stem, keys, link, *model = arg.split(":")
         record = records[stem]
         used.append(stem)
-        runs = next(iter(by_model(record).values()))
+        models = {slug(name): runs for name, runs in by_model(record).items()}
+        if model and model[0] not in models:
+            raise RecordError(f"{stem}: no model {model[0]!r} for the headline; the record has {', '.join(models)}")
+        runs = models[model[0]] if model else next(iter(models.values()))
         formats = {col["key"]: col for col in record["columns"]}
         scores = "; ".join(f"{formats[key]['header']} {mean_sd([run[key] for run in runs], formats[key]['format'])}"
                            for key in keys.split(","))

@@ -60,7 +60,9 @@ def test_the_record_carries_the_medmnist_c_column_and_every_copys_figures(monkey
 
 
 def test_bn_adapt_modes_on_the_command_line():
-    assert bench.adaptation_modes("set,batch") == ["set", "batch"] and bench.adaptation_modes("none") == []
+    assert bench.adaptation_modes("set,batch") == ["set", "batch"] and bench.adaptation_modes("none") == ["none"]
+    # the recipe's own mode is the "kit" row; the others are named
+    assert bench.kit_name("set", "set") == "kit" and bench.kit_name("none", "set") == "kit, bn_adapt=none"
     with pytest.raises(argparse.ArgumentTypeError, match="unknown train; choose from none, set, batch"):
         bench.adaptation_modes("set,train")
 

@@ -106,6 +106,17 @@ def test_headline_view_gives_one_row_per_task(tmp_path):
                    "(2 seeds) | [cells results](docs/results/cells.md) |"]
 
 
+def test_headline_view_picks_a_named_model(tmp_path):
+    runs = [{"model": "kit", "seed": 0, "epochs": 1, "clean": 0.90},
+            {"model": "kit, bn_adapt=set", "seed": 0, "epochs": 1, "clean": 0.95}]
+    for root, model in ((tmp_path / "named", "kit-bn-adapt-set"), (tmp_path / "unknown", "kit-tent")):
+        docs_tree(root, f"<!-- results: headline cells:{{0}}:clean:docs/results/cells.md:{model} -->\n"
+                        "<!-- /results -->\n", seeds_record(runs=runs))
+    assert "clean 0.9500 (1 seeds)" in stale(tmp_path / "named")
+    with pytest.raises(RecordError, match="no model 'kit-tent' for the headline; the record has kit, kit-bn-adapt-set"):
+        results.stale(tmp_path / "unknown")
+
+
 def test_an_unknown_record_or_view_is_one_line(tmp_path):
     docs_tree(tmp_path, "<!-- results: seeds nowhere -->\n<!-- /results -->\n")
     with pytest.raises(RecordError, match="README.md: no record 'nowhere' in docs/results/records"):
