@@ -10,12 +10,12 @@ For each seed it trains the kit's `local` recipe and, with the same budget, the 
 write by hand (`bench.cells_baseline`), and scores both on the clean test set and each copy (the kit with the
 TTA views its run chose on validation, and the recipe's own `bn_adapt`). `--bn-adapt none,batch` also scores
 the same trained kit models with other BatchNorm statistics: those of training (`none`), or re-estimated on the
-images predicted (`an2dl_kit.inference.adapt`; on each copy, corruption by corruption): no extra training. It prints per-seed rows, then mean, standard
-deviation and range, with the training's wall-clock seconds and CPU-seconds (on a shared machine the wall
-clock alone understates the budget: "10 minutes on 2 cores" is 1,200 CPU-seconds), and the accuracy per
-corruption and per severity of each copy. `--record` also writes the figures as a results record
-(`bench.records`; `--reference STEM` names the same day's reference record in it). It skips cleanly when the
-data is absent.
+images predicted (`an2dl_kit.inference.adapt`; on each copy, corruption by corruption): no extra training.
+It prints per-seed rows, then mean, standard deviation and range, with the training's wall-clock seconds and CPU-
+seconds (on a shared machine the wall clock alone understates the budget: "10 minutes on 2 cores" is 1,200 CPU-
+seconds), and the accuracy per corruption and per severity of each copy. `--record` also writes the figures as a
+results record (`bench.records`; `--reference STEM` names the same day's reference record in it). It skips cleanly
+when the data is absent.
 
     nice -n 10 python -m bench.cells_robustness [--seeds 3] [--baseline-seeds K] [--kit-seeds K] [--budget 600]
         [--set F=V] [--bn-adapt none,batch] [--out build/bench/cells_robustness] [--record [LABEL]]

@@ -9,7 +9,8 @@ A Markdown file holds a generated table between two comments; the first names a 
 Views:
 - `seeds RECORD`: one row per model and seed, then each model's mean ± standard deviation over its seeds;
 - `summary [columns=KEY,KEY] RECORD...`: one row per model of each record (named by the model alone when the
-  records share a title): its seeds' mean ± sd (per-seed values beside) and, where the record names a `reference` record in its settings, the reference's means;
+  records share a title): its seeds' mean ± sd (per-seed values beside) and, where the record names a
+  `reference` record in its settings, the reference's means;
 - `table RECORD`: a record of kind "table" as it is;
 - `breakdown PATH RECORD...`: a figure each run keeps per item (e.g. `per_corruption.medmnistc`), one row per
   item and one column per model: the mean over its seeds;

@@ -174,8 +174,9 @@ def test_records_of_one_benchmark_are_named_by_model_and_overrides(tmp_path):
     reference = seeds_record(runs=[{"model": "kit", "seed": 0, "epochs": 1, "clean": 0.9, "per_corruption": copy}])
     lever = seeds_record(settings={"task": "cells", "overrides": ["augment=augmix"]},
                          runs=[{"model": "kit", "seed": 0, "epochs": 1, "clean": 0.8, "per_corruption": copy}])
-    docs_tree(tmp_path, "<!-- results: summary columns=clean {0} {1} -->\n<!-- /results -->\n"
-                        "<!-- results: breakdown per_corruption.copy {0} {1} -->\n<!-- /results -->\n", reference, lever)
+    views = ("<!-- results: summary columns=clean {0} {1} -->\n<!-- /results -->\n"
+             "<!-- results: breakdown per_corruption.copy {0} {1} -->\n<!-- /results -->\n")
+    docs_tree(tmp_path, views, reference, lever)
     text = stale(tmp_path)
     assert "| kit |  | 1 | 0.9000 |" in text and "| kit | `augment=augmix` | 1 | 0.8000 |" in text
     assert "| corruption | kit | kit, augment=augmix |" in text and "cells local, kit" not in text
