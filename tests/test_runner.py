@@ -81,7 +81,7 @@ def test_compare_runs_one_variant_per_value_and_writes_a_table(tmp_path, monkeyp
 
     def fake_run(task, data, out_dir, profile, *, overrides=None, provenance=None):
         calls.append((task, out_dir.name, profile, list(overrides)))
-        scores = {"accuracy": 0.5, "precision": 0.4, "recall": 0.3, "f1": 0.2, "confusion_matrix": [[1]]}
+        scores = {"accuracy": 0.5, "precision": 0.4, "recall": 0.3, "f1": 0.2, "confusion_matrix": np.eye(2, dtype=int)}
         return {"validation": scores, "validation_tta": {**scores, "accuracy": 0.55}, "test_tta": None,
                 "phases": [{"epochs_run": 3}], "model": {"params": 123}, "seconds": {"training": 9.5}}
 
@@ -92,6 +92,7 @@ def test_compare_runs_one_variant_per_value_and_writes_a_table(tmp_path, monkeyp
     table = (tmp_path / "compare_cells.md").read_text()
     assert "| small_cnn | 0.5000 | 0.5500 | 0.4000 | 0.3000 | 0.2000 | 3 | 123 | 9.5000 |" in table
     assert (tmp_path / "compare_cells.csv").read_text().startswith("variant,plain_accuracy,accuracy,precision")
+    assert "confusion" not in table and len(table.strip().splitlines()) == 4  # header, rule, two variants
 
 
 def test_compare_checks_every_variant_before_training(tmp_path, monkeypatch):

@@ -681,8 +681,10 @@ def compare(task: str, data: Path | None, out_dir: Path, profile: str,
         metrics = run(task, data, Path(out_dir) / name.replace("+", "_"), profile, overrides=overrides)
         row = {"variant": name, f"plain_{score}": metrics["validation"][score]}
         for key, value in metrics["validation_tta"].items():  # scalars and per-class dicts; not the matrix
-            row.update({f"{key}_{k}".replace(" ", "_"): v for k, v in value.items()} if isinstance(value, dict)
-                       else {} if isinstance(value, list) else {key: value})
+            if isinstance(value, dict):
+                row.update({f"{key}_{k}".replace(" ", "_"): v for k, v in value.items()})
+            elif np.ndim(value) == 0:
+                row[key] = value
         if metrics["test_tta"] is not None:
             row[f"test_{score}_tta"] = metrics["test_tta"][score]
         row.update(epochs=sum(p["epochs_run"] for p in metrics["phases"]), params=metrics["model"]["params"],
