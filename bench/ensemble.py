@@ -77,15 +77,20 @@ def ensemble_child(task: str, runs: list[Path], out: Path, data: Path | None) ->
     return json.loads((out / "metrics.json").read_text()), seconds, peak_kb / 1024
 
 
+def score_text(value: float) -> str:
+    """A score as the other tables give it, four decimals (0.6797, not fmt's 0.68)."""
+    return f"{value:.4f}"
+
+
 def task_rows(task: str, root: Path, out: Path, budget: float | None, seeds: tuple[int, ...]) -> list[Row]:
     runs = train_members(task, root, out, budget, seeds)
     record, seconds, peak_mb = ensemble_child(task, runs, out / f"{task}_ensemble", root)
     score = record["score"]
-    rows = [Row(task, f"member seed {seed}", fmt(member["test"][score]), f"test {score}",
+    rows = [Row(task, f"member seed {seed}", score_text(member["test"][score]), f"test {score}",
                 f"validation {member['validation']:.4f}")
             for seed, member in zip(seeds, record["members"], strict=True)]
-    rows += [Row(task, "members' mean", fmt(record["test_members_mean"]), f"test {score}"),
-             Row(task, f"ensemble of {len(seeds)} (uniform)", fmt(record["test"][score]), f"test {score}",
+    rows += [Row(task, "members' mean", score_text(record["test_members_mean"]), f"test {score}"),
+             Row(task, f"ensemble of {len(seeds)} (uniform)", score_text(record["test"][score]), f"test {score}",
                  f"gain over the members' mean {record['test'][score] - record['test_members_mean']:+.4f}")]
     if task == "mars":
         tiles = record["test_shape"][0]
@@ -108,16 +113,16 @@ def fold_rows(task: str, root: Path, out: Path, budget: float | None, folds: int
     oof, score = metrics["oof"], metrics["oof"]["score"]
     tests = [fold["test"] for fold in oof["per_fold"]]
     ensemble_test, unit = metrics["test_tta"][score], f"test {score}"
-    rows = [Row(task, f"fold {fold['fold']}", fmt(fold["test"]), unit, f"validation {fold[score]:.4f} on its fold")
-            for fold in oof["per_fold"]]
+    rows = [Row(task, f"fold {fold['fold']}", score_text(fold["test"]), unit,
+                f"validation {fold[score]:.4f} on its fold") for fold in oof["per_fold"]]
     return rows + [
-        Row(task, "folds' mean", fmt(float(np.mean(tests))), unit),
-        Row(task, f"fold ensemble of {folds}", fmt(ensemble_test), unit,
+        Row(task, "folds' mean", score_text(float(np.mean(tests))), unit),
+        Row(task, f"fold ensemble of {folds}", score_text(ensemble_test), unit,
             f"gain over the folds' mean {ensemble_test - float(np.mean(tests)):+.4f}"),
-        Row(task, "out-of-fold", fmt(oof["value"]), score,
+        Row(task, "out-of-fold", score_text(oof["value"]), score,
             f"{oof['images']} images; folds {oof['mean']:.4f} ± {oof['std']:.4f}; ensemble test - OOF "
             f"{ensemble_test - oof['value']:+.4f}"),
-        Row(task, f"single local run, {per_fold:.0f} s", fmt(single["test_tta"][score]), unit,
+        Row(task, f"single local run, {per_fold:.0f} s", score_text(single["test_tta"][score]), unit,
             f"validation {single['validation_tta'][score]:.4f}")]
 
 
