@@ -108,6 +108,9 @@ def test_cli_shortcuts_become_validated_overrides(tmp_path):
     assert runner.cli_overrides(args) == ["seed=3", "loss=dice", "epochs=2", "tta=none"]
 
 
+TRAINED_STATISTICS = ["bn_adapt=none"]  # the stand-in models below are not Keras models: nothing to adapt
+
+
 class _SideModel:
     """Predicts class 0 (p 0.9) when an image's brightest pixel is on the left, class 1 (p 0.99) when on the
     right: a left-right flip turns every class-0 image into a confident class-1 one."""
@@ -135,14 +138,14 @@ def test_tta_selection_keeps_identity_when_the_other_views_hurt():
     data = runner.RunData(_side_images(labels), labels, _side_images(labels), labels, _side_images(labels),
                           labels, cleaning={})
     plan = runner.TrainingPlan(_SideModel(), None, None, [], {}, batch_size=4)
-    config = resolve_config("cells", "smoke", ["tta=identity,flip_lr", "tta_select_shift=none"])
+    config = resolve_config("cells", "smoke", ["tta=identity,flip_lr", "tta_select_shift=none", *TRAINED_STATISTICS])
     results = runner.evaluate(hooks, config, plan, data)
     assert results.validation["accuracy"] == 1.0 and results.validation_tta["accuracy"] == 0.5
     assert results.views == ("identity",)
     assert results.selection == {"images": "16 validation images", "identity": 1.0, "views": 0.5}
     assert results.test_tta["accuracy"] == 1.0 and results.test_labels.tolist() == labels.tolist()
-    forced = runner.evaluate(hooks, resolve_config("cells", "smoke", ["tta=identity,flip_lr",
-                                                                      "tta_select=false"]), plan, data)
+    forced_config = resolve_config("cells", "smoke", ["tta=identity,flip_lr", "tta_select=false", *TRAINED_STATISTICS])
+    forced = runner.evaluate(hooks, forced_config, plan, data)
     assert forced.views == ("identity", "flip_lr") and forced.test_tta["accuracy"] == 0.5
     assert forced.selection == {}
 
@@ -159,7 +162,8 @@ def test_a_shifted_validation_copy_can_outvote_the_clean_images(monkeypatch):
     # Class-1 cells whose bright pixel sits left: identity calls them 0, the flip-averaged prediction 1.
     shifted = (_side_images(np.zeros(16, int)), np.ones(16, int), "a shifted copy")
     monkeypatch.setattr(hooks, "shifted_validation", lambda config, data, rng: shifted)
-    results = runner.evaluate(hooks, resolve_config("cells", "smoke", ["tta=identity,flip_lr"]), plan, data)
+    results = runner.evaluate(hooks, resolve_config("cells", "smoke", ["tta=identity,flip_lr", *TRAINED_STATISTICS]),
+                               plan, data)
     assert results.validation_tta["accuracy"] == 0.5
     assert results.selection == {"images": "16 validation images + a shifted copy", "identity": 0.5,
                                  "views": 0.75}
