@@ -160,7 +160,7 @@ def train_kit(root: Path, out: Path, budget: float | None, seed: int, settings: 
 
 
 def train_and_score(root: Path, args, budget: float, test: tuple[np.ndarray, np.ndarray, dict],
-                    recipe_adapt: str = "none") -> dict[str, list]:
+                    recipe_adapt: str) -> dict[str, list]:
     """Per model ("kit": the recipe with its own `bn_adapt`, `recipe_adapt`; "kit, bn_adapt=<mode>" for each
     other `--bn-adapt` mode; "baseline"), one result per seed: clean and corrupted scores, seconds, epochs."""
     from bench.cells_baseline import train_baseline
@@ -187,7 +187,7 @@ def train_and_score(root: Path, args, budget: float, test: tuple[np.ndarray, np.
     return results
 
 
-def kit_name(mode: str, recipe_adapt: str = "none") -> str:
+def kit_name(mode: str, recipe_adapt: str) -> str:
     return "kit" if mode == recipe_adapt else f"kit, bn_adapt={mode}"
 
 

@@ -177,6 +177,24 @@ def fold_set_oof(record: dict) -> dict:
         for entry in record["oof"]["per_fold"]]}
 
 
+def fold_set_fields(folds: Sequence[dict], ensemble: dict) -> dict:
+    """The fields of a fold set's metrics.json that come from its folds' metrics.json and their ensemble record,
+    for both writers of that shape (`runner.fold_set_record` after `an2dl train --set folds=K`, and `an2dl
+    report` reading an `an2dl ensemble` of fold runs): samples, split (no `fold`), every fold's phases and
+    details, the views submitted, post-processing, test scores, `oof` (`fold_set_oof`) and training seconds."""
+    first, oof = folds[0], fold_set_oof(ensemble)
+    return {
+        "samples": {"train": oof["of"], "validation": oof["images"], "test": first["samples"]["test"]},
+        "split": {**first["split"], "fold": None},
+        "phases": [phase for fold in folds for phase in fold["phases"]],
+        "tta": {"configured": first["tta"]["configured"], "selection": {},
+                "views": list(dict.fromkeys(view for fold in folds for view in fold["tta"]["views"]))},
+        "postprocess": oof["postprocess"], "test": None, "test_tta": ensemble["test"], "members": [], "oof": oof,
+        "details": {"folds": [fold["details"] for fold in folds]},
+        "seconds": {"training": round(sum(fold["seconds"]["training"] for fold in folds), 2)},
+    }
+
+
 def member_weights(members: Sequence[Stored], weighting: str) -> np.ndarray:
     """Weights summing to one: equal, or proportional to each run's validation score of its submitted
     predictions (the runs' validation sets may differ; the score still ranks how well each run learned)."""

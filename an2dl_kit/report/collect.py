@@ -214,25 +214,17 @@ def read_fold_runs(folder: Path, record: dict, task: str) -> tuple[Run, ...]:
 def fold_ensemble_metrics(record: dict, folds: Sequence[Run]) -> dict:
     """An `an2dl ensemble` of fold runs in the shape of the metrics.json `an2dl train --set folds=K` writes
     (`runner.fold_set_record`): what the folds share (settings without `fold`, model, cleaning, runtime,
-    versions, provenance) from the first, every fold's phases and training seconds, the ensemble's `oof` (with
-    each fold's views and test score: `fold_set_oof`), test scores and `weights`. `validation` and
-    `validation_tta` stay null: an ensemble keeps each fold's submitted predictions only, not its predictions
-    without and with TTA."""
-    from an2dl_kit.inference.ensemble import fold_set_oof
+    versions, provenance) from the first, and what a fold set takes from its folds and their ensemble
+    (`fold_set_fields`), with the ensemble's `weights`. `validation` and `validation_tta` stay null: an ensemble
+    keeps each fold's submitted predictions only, not its predictions without and with TTA."""
+    from an2dl_kit.inference.ensemble import fold_set_fields
 
-    first, oof = folds[0].metrics, fold_set_oof(record)
-    config = first["config"]
+    first = folds[0].metrics
+    config, shared = first["config"], fold_set_fields([fold.metrics for fold in folds], record)
     return {
-        **first, "overrides": {k: v for k, v in first["overrides"].items() if k != "fold"},
-        "config": {**config, "data": {**config["data"], "fold": None}}, "split": {**first["split"], "fold": None},
-        "samples": {"train": oof["of"], "validation": oof["images"], "test": first["samples"]["test"]},
-        "phases": [phase for fold in folds for phase in fold.metrics["phases"]],
-        "validation": None, "validation_tta": None,
-        "tta": {"configured": first["tta"]["configured"], "gain": None, "selection": {},
-                "views": list(dict.fromkeys(view for entry in oof["per_fold"] for view in entry["views"] or []))},
-        "postprocess": oof["postprocess"], "test": None, "test_tta": record["test"], "members": [], "oof": oof,
-        "details": {"folds": [fold.metrics["details"] for fold in folds]},
-        "seconds": {"training": round(sum(fold.metrics["seconds"]["training"] for fold in folds), 2)},
+        **first, **shared, "overrides": {k: v for k, v in first["overrides"].items() if k != "fold"},
+        "config": {**config, "data": {**config["data"], "fold": None}},
+        "validation": None, "validation_tta": None, "tta": {**shared["tta"], "gain": None},
         "files": record["files"], "weights": record["weights"]}
 
 

@@ -432,31 +432,23 @@ def fold_set_record(hooks: TaskHooks, config, *, profile: str, overrides, proven
     without and with the configured views (pooled from the folds' confusion matrices), `oof` the ensemble's OOF
     record of the submitted predictions with each fold's views and test score, `test_tta` the fold ensemble's
     test scores; `test` stays null (no identity-view probabilities are kept)."""
-    from an2dl_kit.inference.ensemble import fold_set_oof
+    from an2dl_kit.inference.ensemble import fold_set_fields
     from an2dl_kit.metrics import CONFUSION_SCORERS
 
     task, score, first = hooks.info.name, hooks.info.score, folds[0]
     pooled = {key: CONFUSION_SCORERS[task](sum(np.asarray(f[key]["confusion_matrix"]) for f in folds))
               for key in ("validation", "validation_tta")}
-    oof = fold_set_oof(ensemble)
-    views = list(dict.fromkeys(view for fold in folds for view in fold["tta"]["views"]))
-    record = {
-        "schema": SCHEMA_VERSION, "task": task, "profile": profile, "overrides": _overrides_dict(overrides),
-        "config": cfg.as_dict(config), "provenance": provenance or {}, "runtime": first["runtime"],
-        "versions": first["versions"], "machine": _machine(),
-        "samples": {"train": oof["of"], "validation": oof["images"], "test": first["samples"]["test"]},
-        "cleaning": first["cleaning"], "split": {**first["split"], "fold": None}, "model": first["model"],
-        "phases": [phase for fold in folds for phase in fold["phases"]], **pooled,
-        "tta": {"configured": first["tta"]["configured"], "views": views,
-                "gain": pooled["validation_tta"][score] - pooled["validation"][score], "selection": {}},
-        "postprocess": oof["postprocess"], "test": None, "test_tta": ensemble["test"], "members": [], "oof": oof,
-        "details": {"folds": [fold["details"] for fold in folds]},
-        "seconds": {"training": round(sum(fold["seconds"]["training"] for fold in folds), 2),
-                    "total": round(seconds, 2)},
-        "files": [*ensemble["files"], METRICS_JSON],
+    shared = fold_set_fields(folds, ensemble)
+    values = {
+        **shared, "schema": SCHEMA_VERSION, "task": task, "profile": profile,
+        "overrides": _overrides_dict(overrides), "config": cfg.as_dict(config), "provenance": provenance or {},
+        "runtime": first["runtime"], "versions": first["versions"], "machine": _machine(),
+        "cleaning": first["cleaning"], "model": first["model"], **pooled,
+        "tta": {**shared["tta"], "gain": pooled["validation_tta"][score] - pooled["validation"][score]},
+        "seconds": {**shared["seconds"], "total": round(seconds, 2)}, "files": [*ensemble["files"], METRICS_JSON],
     }
-    assert tuple(record) == METRICS_KEYS
-    return record
+    assert set(values) == set(METRICS_KEYS)
+    return {key: values[key] for key in METRICS_KEYS}
 
 
 # --- prediction ------------------------------------------------------------------------------------------
